@@ -1,0 +1,59 @@
+"""TorchX component for recsys_kdef training: a thin wrapper over `dist.ddp`.
+
+    torchx run -s local_cwd launch/components.py:train --nproc_per_node 2 -- --model.num_students 4
+    torchx run -s slurm launch/components.py:train --nnodes 2 --nproc_per_node 8 --gpu 8 --config configs/demo.yaml
+
+The same job is `torchx run dist.ddp -j 2x8 --script recsys_kdef/train.py -- --config ...`;
+this component only fixes the script and puts the config first.
+"""
+
+from __future__ import annotations
+
+import torchx
+from torchx import specs
+from torchx.components import dist
+
+
+def train(
+    *script_args: str,
+    config: str = "configs/demo.yaml",
+    nnodes: int = 1,
+    nproc_per_node: int = 2,
+    image: str = torchx.IMAGE,
+    cpu: int = 2,
+    gpu: int = 0,
+    memMB: int = 8192,
+    h: str | None = None,
+    max_retries: int = 0,
+    env: dict[str, str] | None = None,
+) -> specs.AppDef:
+    """Train recsys_kdef on nnodes x nproc_per_node processes.
+
+    Args:
+        script_args: config overrides passed to recsys_kdef/train.py (e.g. --model.num_students 8)
+        config: experiment YAML, relative to the working directory of the job
+        nnodes: number of hosts
+        nproc_per_node: processes per host (one per GPU on GPU hosts)
+        image: container image (docker / kubernetes) or working directory (local, slurm)
+        cpu: CPUs per host
+        gpu: GPUs per host
+        memMB: memory per host in MB
+        h: a registered named resource (overrides cpu, gpu, memMB)
+        max_retries: scheduler retries
+        env: extra environment variables
+    """
+    return dist.ddp(
+        "--config",
+        config,
+        *script_args,
+        script="recsys_kdef/train.py",
+        j=f"{nnodes}x{nproc_per_node}",
+        name="recsys_kdef",
+        image=image,
+        cpu=cpu,
+        gpu=gpu,
+        memMB=memMB,
+        h=h,
+        max_retries=max_retries,
+        env=env,
+    )

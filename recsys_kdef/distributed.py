@@ -1,0 +1,289 @@
+"""Everything that knows about processes: process group and device, the sharding planner,
+DistributedModelParallel, the fused sparse + dense optimizers, and the collectives that
+metrics need. Model and objective code never import torch.distributed; this module does.
+
+Backends: nccl when CUDA is available, gloo otherwise. One process (a plain `python
+recsys_kdef/train.py`) still gets a process group (of size 1), so the code path is the same
+as under torchrun / torchx.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.optim import _apply_optimizer_in_backward as apply_optimizer_in_backward
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
+from torchrec.distributed import DistributedModelParallel
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.types import ShardingPlan
+from torchrec.optim import RowWiseAdagrad
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+from recsys_kdef.config import PlannerConfig, TrainConfig
+
+# gloo has no reduce_scatter, so row-wise kinds are CUDA-only (NOTES §2)
+CPU_SHARDING_TYPES = ["table_wise", "column_wise", "table_column_wise", "data_parallel"]
+# The default on CPU leaves data_parallel out: the planner's CPU cost model picks it even for
+# tables of 100k+ rows, whose dense gradients then cost O(table size) every step (zeroing,
+# all-reduce, optimizer), measured 8x slower at K=4 on a Criteo-shaped batch (tools/bench_train.py).
+CPU_DEFAULT_SHARDING_TYPES = ["table_wise", "column_wise", "table_column_wise"]
+
+SPARSE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "rowwise_adagrad": RowWiseAdagrad,
+    "adagrad": torch.optim.Adagrad,
+    "adam": torch.optim.Adam,
+    "sgd": torch.optim.SGD,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DistContext:
+    """This process's place in the job."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    device: torch.device
+    backend: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistContext:
+    """Join the job's process group (env:// under torchrun/torchx), or make a 1-process one."""
+    use_cuda = torch.cuda.is_available()
+    backend = "nccl" if use_cuda else "gloo"
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend)
+    else:
+        local_rank, local_world = 0, 1
+        dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1)
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    return DistContext(
+        rank=dist.get_rank(),
+        world_size=dist.get_world_size(),
+        local_rank=local_rank,
+        local_world_size=local_world,
+        device=device,
+        backend=backend,
+    )
+
+
+def destroy_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def build_planner(
+    cfg: PlannerConfig,
+    *,
+    world_size: int,
+    compute_device: str,
+    batch_size: int,
+    tables: list[EmbeddingBagConfig],
+    local_world_size: int | None = None,
+) -> EmbeddingShardingPlanner:
+    """TorchRec's planner for `world_size` devices of kind `compute_device` ("cpu" or "cuda").
+
+    Needs no process group, so plans for a GPU cluster can be made offline on a CPU.
+    """
+    allowed = cfg.sharding_types
+    if compute_device == "cpu":
+        bad = [t for t in (allowed or []) if t not in CPU_SHARDING_TYPES]
+        if bad:
+            raise ValueError(
+                f"planner.sharding_types: {bad} need CUDA (gloo has no reduce_scatter); "
+                f"on CPU choose from {CPU_SHARDING_TYPES}"
+            )
+        allowed = allowed or CPU_DEFAULT_SHARDING_TYPES
+    constraints = None
+    if allowed is not None or cfg.min_partition is not None:
+        constraints = {
+            t.name: ParameterConstraints(sharding_types=allowed, min_partition=cfg.min_partition)
+            for t in tables
+        }
+    topology_kwargs: dict[str, Any] = {}
+    if cfg.hbm_cap_gb is not None:
+        cap = int(cfg.hbm_cap_gb * 2**30)
+        topology_kwargs["ddr_cap" if compute_device == "cpu" else "hbm_cap"] = cap
+    if cfg.hbm_bw_gbps is not None:
+        topology_kwargs["hbm_mem_bw"] = cfg.hbm_bw_gbps * 2**30 / 1000  # bytes per ms
+    topology = Topology(
+        world_size=world_size,
+        compute_device=compute_device,
+        local_world_size=local_world_size,
+        **topology_kwargs,
+    )
+    return EmbeddingShardingPlanner(
+        topology=topology, batch_size=batch_size, constraints=constraints
+    )
+
+
+def _find_collection(module: nn.Module) -> EmbeddingBagCollection:
+    found = [m for m in module.modules() if isinstance(m, EmbeddingBagCollection)]
+    if len(found) != 1:
+        raise ValueError(f"expected one EmbeddingBagCollection in the model, found {len(found)}")
+    return found[0]
+
+
+def sparse_optimizer_args(cfg: TrainConfig, device: torch.device) -> tuple[type, dict]:
+    """(optimizer class, its kwargs) for the embedding tables.
+
+    No weight decay here: fbgemm-gpu-cpu 1.8's CPU kernels ignore weight_decay (every
+    optimizer and mode), so L2 on embeddings is a loss term instead (EnsembleTrain).
+    """
+    if cfg.sparse_optimizer == "adam" and device.type == "cpu":
+        raise ValueError(
+            "train.sparse_optimizer = 'adam' needs a GPU: fbgemm's fused CPU kernels do not "
+            "support Adam; use rowwise_adagrad (or adagrad, sgd) on CPU"
+        )
+    kwargs: dict[str, Any] = {"lr": cfg.sparse_lr}
+    if cfg.sparse_optimizer in ("rowwise_adagrad", "adagrad"):
+        kwargs["eps"] = 1e-8
+    return SPARSE_OPTIMIZERS[cfg.sparse_optimizer], kwargs
+
+
+def shard_model(
+    module: nn.Module,
+    ctx: DistContext,
+    planner_cfg: PlannerConfig,
+    train_cfg: TrainConfig,
+    batch_size: int,
+) -> tuple[DistributedModelParallel, ShardingPlan]:
+    """Plan (collectively), shard the embedding collection and wrap the rest in DDP.
+
+    The sparse optimizer is fused into the embedding backward (apply_optimizer_in_backward
+    before DMP). Tables must still be on `meta`; DMP materialises each rank's shards.
+    """
+    ebc = _find_collection(module)
+    opt_cls, opt_kwargs = sparse_optimizer_args(train_cfg, ctx.device)
+    apply_optimizer_in_backward(opt_cls, ebc.parameters(), opt_kwargs)
+    sharders = [EmbeddingBagCollectionSharder()]
+    planner = build_planner(
+        planner_cfg,
+        world_size=ctx.world_size,
+        local_world_size=ctx.local_world_size,
+        compute_device=ctx.device.type,
+        batch_size=batch_size,
+        tables=ebc.embedding_bag_configs(),
+    )
+    plan = planner.collective_plan(module, sharders, dist.GroupMember.WORLD)
+    dmp = DistributedModelParallel(module=module, device=ctx.device, plan=plan, sharders=sharders)
+    return dmp, plan
+
+
+def build_optimizer(
+    dmp: DistributedModelParallel, plan: ShardingPlan, cfg: TrainConfig
+) -> CombinedOptimizer:
+    """Adam on the dense parameters + the sparse optimizer on every embedding table, stepped together.
+
+    Tables sharded with fused kernels update in backward (dmp.fused_optimizer); tables the
+    planner made data_parallel lose their in-backward optimizer and get the same sparse
+    optimizer class here, on their (all-reduced) dense gradients. Stepping the combined
+    optimizer each iteration also pushes learning-rate changes into the fused kernels
+    (fbgemm reads param_groups[0]["lr"] in step / zero_grad), so one schedule drives all.
+    """
+    tables = {table for module_plan in plan.plan.values() for table in module_plan}  # type: ignore[union-attr]
+    dense, dp_tables = {}, {}
+    for name, param in in_backward_optimizer_filter(dmp.named_parameters()):
+        is_table = (
+            name.endswith(".weight")
+            and name.rsplit(".", 2)[-2] in tables
+            and ".embedding_bags." in name
+        )
+        (dp_tables if is_table else dense)[name] = param
+    optimizers = [
+        (
+            "dense",
+            KeyedOptimizerWrapper(dense, lambda params: torch.optim.Adam(params, lr=cfg.dense_lr)),
+        ),
+        ("sparse", dmp.fused_optimizer),
+    ]
+    if dp_tables:
+        opt_cls, opt_kwargs = sparse_optimizer_args(cfg, next(iter(dp_tables.values())).device)
+        optimizers.append(
+            (
+                "sparse_dp",
+                KeyedOptimizerWrapper(dp_tables, lambda params: opt_cls(params, **opt_kwargs)),
+            )
+        )
+    return CombinedOptimizer(optimizers)
+
+
+def learning_rates(optimizer: CombinedOptimizer) -> dict[str, float]:
+    """{dense, sparse[, sparse_dp]: current learning rate} for logs."""
+    return {
+        key: opt.param_groups[0]["lr"] for key, opt in optimizer.optimizers if len(opt.param_groups)
+    }
+
+
+# -- collectives used by evaluation ---------------------------------------------------------
+
+
+def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's (N_r, ...) tensor along dim 0 (N_r may differ), in rank order."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return tensor
+    size = torch.tensor([tensor.shape[0]], device=tensor.device)
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+    padded[: tensor.shape[0]] = tensor
+    gathered = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(gathered, padded)
+    return torch.cat([g[: int(s.item())] for g, s in zip(gathered, sizes)])
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def exchange_rows(tensor: torch.Tensor, dest: torch.Tensor) -> torch.Tensor:
+    """Send row i of `tensor` (N, ...) to rank dest[i]; returns the rows this rank received."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return tensor
+    world = dist.get_world_size()
+    order = torch.argsort(dest, stable=True)
+    send_counts = torch.bincount(dest, minlength=world)
+    recv_counts = torch.empty_like(send_counts)
+    dist.all_to_all_single(recv_counts, send_counts)
+    received = torch.empty(
+        (int(recv_counts.sum()), *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device
+    )
+    dist.all_to_all_single(
+        received,
+        tensor[order].contiguous(),
+        output_split_sizes=recv_counts.tolist(),
+        input_split_sizes=send_counts.tolist(),
+    )
+    return received

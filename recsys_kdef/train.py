@@ -1,0 +1,120 @@
+"""Train an ensemble of CTR students: parse -> build -> train -> evaluate -> report.
+
+python recsys_kdef/train.py --config configs/demo.yaml [--section.key value ...]
+torchrun --nproc_per_node 2 recsys_kdef/train.py --config configs/demo.yaml
+torchx run -s local_cwd dist.ddp -j 1x2 --script recsys_kdef/train.py -- --config configs/demo.yaml
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchrec.distributed import DistributedModelParallel
+from torchrec.distributed.types import ShardingPlan
+from torchrec.optim.keyed import CombinedOptimizer
+
+from recsys_kdef.config import ExperimentConfig, load_config, to_dict
+from recsys_kdef.data import Readers, Schema, build_readers
+from recsys_kdef.distributed import (
+    DistContext,
+    build_optimizer,
+    destroy_distributed,
+    init_distributed,
+    shard_model,
+)
+from recsys_kdef.evaluate import best_student, evaluate
+from recsys_kdef.models.ensemble import build_model
+from recsys_kdef.models.train_wrapper import EnsembleTrain
+from recsys_kdef.objectives import build_objective
+from recsys_kdef.report import build_report, format_table, write_json_atomic
+from recsys_kdef.trainer import Trainer
+
+logger = logging.getLogger("recsys_kdef")
+
+
+@dataclass
+class Job:
+    """Everything a run is built from: data readers, the sharded model and its optimizer."""
+
+    schema: Schema
+    readers: Readers
+    module: DistributedModelParallel
+    plan: ShardingPlan
+    optimizer: CombinedOptimizer
+
+
+def build_job(cfg: ExperimentConfig, ctx: DistContext) -> Job:
+    """Readers, the ensemble + objective sharded by the planner, and the combined optimizer."""
+    torch.manual_seed(cfg.train.seed)  # same tower init on every rank
+    schema = Schema.load(cfg.data.path)
+    readers = build_readers(
+        cfg.data, schema, rank=ctx.rank, world_size=ctx.world_size, seed=cfg.train.seed
+    )
+    model = build_model(cfg.model, schema)  # embedding tables on `meta`
+    objective = build_objective(cfg.objective, cfg.model.num_students)
+    train_module = EnsembleTrain(model, objective, embedding_l2=cfg.train.embedding_l2)
+    module, plan = shard_model(train_module, ctx, cfg.planner, cfg.train, cfg.data.batch_size)
+    optimizer = build_optimizer(module, plan, cfg.train)
+    torch.manual_seed(cfg.train.seed + ctx.rank)  # different dropout masks per rank
+    return Job(schema, readers, module, plan, optimizer)
+
+
+def run(cfg: ExperimentConfig, ctx: DistContext) -> dict:
+    """Train, validate, test; returns the report (also written to train.output_dir/metrics.json)."""
+    job = build_job(cfg, ctx)
+    fit = Trainer(job.module, job.optimizer, ctx, cfg.train).fit(
+        job.readers.train, job.readers.valid
+    )
+    # the best weights are loaded now
+    valid = (
+        fit.best.result if fit.best is not None else evaluate(job.module, job.readers.valid, ctx)
+    )
+    best = best_student(valid.metrics)
+    test = evaluate(job.module, job.readers.test, ctx)
+    report = build_report(
+        config=to_dict(cfg),
+        dataset={"path": cfg.data.path, **job.schema.extra},
+        world_size=ctx.world_size,
+        plan=job.plan,
+        fit=fit,
+        best=best,
+        valid=valid,
+        test=test,
+    )
+    if ctx.is_main:
+        out = Path(cfg.train.output_dir, "metrics.json")
+        write_json_atomic(out, report)
+        print(
+            format_table(
+                f"\nTest ({test.rows:,} rows, best student chosen on validation AUC)",
+                report["test"],
+            )
+        )
+        if "bayes_auc" in job.schema.extra:
+            print(
+                f"Bayes-optimal test AUC of the synthetic data: {job.schema.extra['bayes_auc']['test']:.5f}"
+            )
+        print(f"metrics and config: {out}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True
+    )
+    cfg = load_config(sys.argv[1:] if argv is None else argv)
+    ctx = init_distributed()
+    if not ctx.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        run(cfg, ctx)
+    finally:
+        destroy_distributed()
+
+
+if __name__ == "__main__":
+    main()

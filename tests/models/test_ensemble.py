@@ -1,0 +1,69 @@
+import torch
+from conftest import TINY
+
+from recsys_kdef.config import ModelConfig, TowerConfig
+from recsys_kdef.data.reader import ParquetBatchReader, list_split_files
+from recsys_kdef.data.schema import Schema
+from recsys_kdef.models.ensemble import build_model
+
+
+def make(tiny_dataset, mode, k=3):
+    schema = Schema.load(tiny_dataset)
+    cfg = ModelConfig(
+        num_students=k,
+        embedding_dim=4,
+        embedding_mode=mode,
+        tower=TowerConfig(hidden_units=[8], batch_norm=False, dropout=0.0),
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg, schema, device=torch.device("cpu"))
+    batch = next(
+        iter(
+            ParquetBatchReader(list_split_files(tiny_dataset, "valid"), schema, 16, training=False)
+        )
+    )
+    return schema, model, batch
+
+
+def table_names(model):
+    return [c.name for c in model.sparse_arch.embedding_bag_collection.embedding_bag_configs()]
+
+
+def test_per_model_has_k_times_f_tables_and_shared_has_f(tiny_dataset):
+    schema, per_model, _ = make(tiny_dataset, "per_model")
+    fields = schema.sparse_names
+    assert len(fields) == 1 + TINY.num_sparse + TINY.num_multi
+    assert table_names(per_model) == [f"s{k}__{f}" for k in range(3) for f in fields]
+    _, shared, _ = make(tiny_dataset, "shared")
+    assert table_names(shared) == fields
+
+
+def test_outputs_and_teacher_is_the_mean_logit(tiny_dataset):
+    _, model, batch = make(tiny_dataset, "per_model")
+    out = model(batch.dense, batch.sparse)
+    assert out.logits.shape == (16, 3) and out.hidden.shape == (16, 3, 8)
+    torch.testing.assert_close(out.teacher_logit, out.logits.mean(dim=1))
+
+
+def perturb(model, prefix):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if f"embedding_bags.{prefix}" in name:
+                p.add_(torch.randn_like(p))
+
+
+def test_per_model_students_read_only_their_own_tables(tiny_dataset):
+    _, model, batch = make(tiny_dataset, "per_model")
+    before = model(batch.dense, batch.sparse).logits
+    perturb(model, "s1__")
+    after = model(batch.dense, batch.sparse).logits
+    changed = (after - before).abs().amax(dim=0)
+    assert changed[1] > 1e-3 and changed[0] == 0 and changed[2] == 0
+
+
+def test_shared_tables_feed_every_student(tiny_dataset):
+    _, model, batch = make(tiny_dataset, "shared")
+    before = model(batch.dense, batch.sparse).logits
+    perturb(model, "c1")
+    changed = (model(batch.dense, batch.sparse).logits - before).abs().amax(dim=0)
+    assert bool((changed > 1e-4).all())

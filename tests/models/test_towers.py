@@ -1,0 +1,76 @@
+import pytest
+import torch
+from torch import nn
+
+from recsys_kdef.models.towers import BatchedMLP, StudentBatchNorm
+
+
+def separate_mlps(batched: BatchedMLP, activation: nn.Module) -> list[nn.Sequential]:
+    """K ordinary MLPs (Linear -> BatchNorm1d -> act, ..., Linear) holding the batched weights."""
+    towers = []
+    for k in range(batched.num_students):
+        layers: list[nn.Module] = []
+        for w, b, norm in zip(batched.weights, batched.biases, batched.norms):
+            lin = nn.Linear(w.shape[1], w.shape[2]).double()
+            lin.weight.data.copy_(w[k].t())
+            lin.bias.data.copy_(b[k, 0])
+            bn = nn.BatchNorm1d(w.shape[2]).double()
+            bn.weight.data.copy_(norm.weight[k, 0])
+            bn.bias.data.copy_(norm.bias[k, 0])
+            layers += [lin, bn, activation]
+        head = nn.Linear(batched.head_weight.shape[1], 1).double()
+        head.weight.data.copy_(batched.head_weight[k].t())
+        head.bias.data.copy_(batched.head_bias[k, 0])
+        towers.append(nn.Sequential(*layers, head))
+    return towers
+
+
+@pytest.mark.parametrize("shared_input", [False, True])
+def test_batched_towers_equal_k_separate_mlps_in_train_and_eval(shared_input):
+    torch.manual_seed(0)
+    K, B, D = 3, 32, 10
+    batched = BatchedMLP(K, D, [8, 6], batch_norm=True, dropout=0.0, activation="relu").double()
+    with torch.no_grad():  # non-trivial affine parameters
+        for norm in batched.norms:
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.normal_()
+    reference = separate_mlps(batched, nn.ReLU())
+    x = torch.randn(1 if shared_input else K, B, D, dtype=torch.float64)
+    for _ in range(3):  # train mode: batch statistics, and running statistics move alike
+        logits, hidden = batched(x)
+        for k, tower in enumerate(reference):
+            h = tower[:-1](x[0 if shared_input else k])  # one pass, so BatchNorm updates once
+            torch.testing.assert_close(hidden[k], h, rtol=0, atol=1e-10)
+            torch.testing.assert_close(logits[k], tower[-1](h).squeeze(1), rtol=0, atol=1e-10)
+    batched.eval()
+    for tower in reference:
+        tower.eval()
+    logits, _ = batched(x)
+    for k, tower in enumerate(reference):
+        torch.testing.assert_close(
+            logits[k], tower(x[0 if shared_input else k]).squeeze(1), rtol=0, atol=1e-10
+        )
+
+
+def test_student_batch_norm_running_stats_match_batchnorm1d():
+    torch.manual_seed(1)
+    sbn = StudentBatchNorm(2, 4).double()
+    refs = [nn.BatchNorm1d(4).double() for _ in range(2)]
+    for _ in range(4):
+        x = torch.randn(2, 16, 4, dtype=torch.float64) * 3 + 1
+        sbn(x)
+        for k in range(2):
+            refs[k](x[k])
+    for k in range(2):
+        torch.testing.assert_close(sbn.running_mean[k, 0], refs[k].running_mean)
+        torch.testing.assert_close(sbn.running_var[k, 0], refs[k].running_var)
+
+
+def test_students_are_initialised_independently_and_gradients_stay_separate():
+    torch.manual_seed(2)
+    towers = BatchedMLP(2, 5, [4])
+    assert not torch.equal(towers.weights[0][0], towers.weights[0][1])
+    logits, _ = towers(torch.randn(2, 8, 5))
+    logits[0].sum().backward()
+    assert towers.weights[0].grad[0].abs().sum() > 0
+    assert towers.weights[0].grad[1].abs().sum() == 0

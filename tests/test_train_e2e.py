@@ -1,0 +1,196 @@
+"""End to end: the demo under torchx with 2 processes learns the planted signal; the plain
+script runs in 1 process; early stopping restores the best weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from recsys_kdef.config import SyntheticConfig, load_config
+from recsys_kdef.data.synthetic import generate
+from recsys_kdef.distributed import destroy_distributed, init_distributed, sparse_optimizer_args
+from recsys_kdef.evaluate import evaluate
+from recsys_kdef.train import build_job
+from recsys_kdef.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def env_with_venv() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # torchrun, torchx
+    return env
+
+
+def test_demo_under_torchx_learns_the_planted_signal(tmp_path):
+    """The README's demo command (2 processes, K=4 KDEF) reaches near-Bayes AUC."""
+    demo = load_config(["--config", str(ROOT / "configs/demo.yaml")])
+    data = tmp_path / "demo"
+    generate(demo.data.synthetic, data)
+    out = tmp_path / "run"
+    cmd = [
+        "torchx",
+        "run",
+        "-s",
+        "local_cwd",
+        "dist.ddp",
+        "-j",
+        "1x2",
+        "--script",
+        "recsys_kdef/train.py",
+        "--",
+        "--config",
+        "configs/demo.yaml",
+        "--data.path",
+        str(data),
+        "--train.output_dir",
+        str(out),
+        "--train.progress_bar",
+        "false",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env_with_venv(), capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["world_size"] == 2
+    assert report["config"]["model"]["num_students"] == 4
+    test, bayes = report["test"], report["dataset"]["bayes_auc"]["test"]
+    assert test["ensemble"]["auc"] > bayes - 0.02, (test["ensemble"]["auc"], bayes)
+    for k in range(4):
+        assert test[f"student_{k}"]["auc"] > test["ensemble"]["auc"] - 0.01
+        assert set(test[f"student_{k}"]) == {"auc", "logloss", "ne", "gauc"}
+    best = test["best_student"]["index"]
+    assert test["best_student"]["auc"] == test[f"student_{best}"]["auc"]
+    assert report["valid"][f"student_{best}"]["auc"] == max(
+        report["valid"][f"student_{k}"]["auc"] for k in range(4)
+    )
+    assert len(report["plan"]) == 4 * 11  # K x F tables in one collection, all planned
+    printed = proc.stdout + proc.stderr  # torchx relays the workers' output on its stderr
+    assert "best_student (student_" in printed and "Bayes-optimal test AUC" in printed
+
+
+@pytest.fixture(scope="module")
+def overfit_data(tmp_path_factory) -> Path:
+    """Many rare ids and few rows: validation AUC peaks early, then falls."""
+    cfg = SyntheticConfig(
+        rows=12000,
+        num_sparse=4,
+        num_multi=0,
+        num_dense=1,
+        vocab_size=3000,
+        num_users=3000,
+        row_group_size=1000,
+        seed=3,
+    )
+    path = tmp_path_factory.mktemp("overfit") / "data"
+    generate(cfg, path)
+    return path
+
+
+def test_plain_script_runs_in_one_process(overfit_data, tmp_path):
+    cmd = [
+        sys.executable,
+        "recsys_kdef/train.py",
+        "--data.path",
+        str(overfit_data),
+        "--train.output_dir",
+        str(tmp_path),
+        "--train.epochs",
+        "1",
+        "--train.eval_every_steps",
+        "4",
+        "--data.batch_size",
+        "512",
+        "--model.tower.hidden_units",
+        "[16]",
+        "--train.progress_bar",
+        "false",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env_with_venv(), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["world_size"] == 1
+    assert [h["step"] for h in report["history"]] == [4, 8, 12, 16]
+
+
+def test_early_stopping_decays_lr_and_restores_the_best_weights(overfit_data, tmp_path):
+    cfg = load_config(
+        [
+            "--data.path",
+            str(overfit_data),
+            "--data.batch_size",
+            "256",
+            "--model.num_students",
+            "2",
+            "--model.tower.hidden_units",
+            "[32]",
+            "--train.sparse_lr",
+            "0.3",
+            "--train.dense_lr",
+            "0.01",
+            "--train.epochs",
+            "8",
+            "--train.early_stop_patience",
+            "2",
+            "--train.progress_bar",
+            "false",
+            "--train.output_dir",
+            str(tmp_path),
+        ]
+    )
+    ctx = init_distributed()
+    try:
+        job = build_job(cfg, ctx)
+        fit = Trainer(job.module, job.optimizer, ctx, cfg.train).fit(
+            job.readers.train, job.readers.valid
+        )
+        assert fit.stopped_early and len(fit.history) < cfg.train.epochs
+        aucs = [v.monitor_auc for v in fit.history]
+        assert fit.best.monitor_auc == max(aucs) and aucs[-1] < max(aucs)
+        # the learning rate after each validation without gain is 10x lower
+        # lr is logged before the decision at each validation: after a validation without gain,
+        # every learning rate (dense, fused sparse) is 10x lower at the next one
+        bad = [i for i in range(1, len(aucs)) if aucs[i] <= max(aucs[:i])]
+        assert bad
+        for i in bad[:-1]:
+            for key, lr in fit.history[i].lr.items():
+                assert fit.history[i + 1].lr[key] == pytest.approx(lr * 0.1), key
+        assert fit.history[0].lr["sparse"] == pytest.approx(0.3)
+        again = evaluate(job.module, job.readers.valid, ctx)
+        assert again.metrics["ensemble"]["auc"] == pytest.approx(fit.best.monitor_auc, abs=1e-6)
+    finally:
+        destroy_distributed()
+
+
+def test_report_is_not_written_when_training_fails(overfit_data, tmp_path):
+    cmd = [
+        sys.executable,
+        "recsys_kdef/train.py",
+        "--data.path",
+        str(overfit_data),
+        "--train.output_dir",
+        str(tmp_path / "out"),
+        "--data.batch_size",
+        "100000",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env_with_venv(), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode != 0
+    assert "lower data.batch_size" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_adam_is_refused_on_cpu_with_the_fix():
+    cfg = load_config(["--train.sparse_optimizer", "adam"])
+    with pytest.raises(ValueError, match="use rowwise_adagrad"):
+        sparse_optimizer_args(cfg.train, torch.device("cpu"))

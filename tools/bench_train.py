@@ -1,0 +1,223 @@
+"""Training throughput (samples/s) of K-student ensembles on a Criteo-shaped synthetic batch.
+
+Runs the real training step (DMP-sharded EmbeddingBagCollection with fused rowwise Adagrad,
+K batched towers, KDEF loss, Adam on the towers) in one process, on CPU and, if present,
+on the GPU. Batches are made in memory, so reading is not measured. Prints a table and
+writes JSON.
+
+    python tools/bench_train.py                       # K in {1,4,10} x {per_model, shared}
+    python tools/bench_train.py --students 4 --batch-size 10000 --steps 20 --out bench/gpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recsys_kdef.config import load_config
+from recsys_kdef.data.batch import Batch
+from recsys_kdef.data.columns import Columns
+from recsys_kdef.data.schema import Schema, SparseField
+from recsys_kdef.distributed import (
+    DistContext,
+    build_optimizer,
+    destroy_distributed,
+    init_distributed,
+    shard_model,
+)
+from recsys_kdef.models.ensemble import build_model
+from recsys_kdef.models.train_wrapper import EnsembleTrain
+from recsys_kdef.objectives import build_objective
+
+# Vocabulary sizes of Criteo_x4 as FuxiCTR encodes it (13 bucketised integer fields, 26 categorical)
+CRITEO_VOCAB = [44, 99, 122, 41, 220, 112, 80, 69, 92, 6, 27, 37, 72] + [
+    1446,
+    554,
+    157339,
+    117822,
+    306,
+    18,
+    11882,
+    630,
+    5,
+    39530,
+    5131,
+    156656,
+    3176,
+    28,
+    11043,
+    148913,
+    12,
+    4560,
+    2003,
+    5,
+    154564,
+    18,
+    17,
+    53031,
+    82,
+    40955,
+]
+
+
+def criteo_schema(vocab_scale: float) -> Schema:
+    fields = [
+        SparseField(f"f{i}", max(2, int(v * vocab_scale))) for i, v in enumerate(CRITEO_VOCAB)
+    ]
+    return Schema(sparse=tuple(fields), dense=(), label="label")
+
+
+def make_batches(schema: Schema, batch_size: int, count: int, seed: int = 0) -> list[Batch]:
+    """`count` random batches, ids Zipf-like (a = 1.1) per field."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(count):
+        values = []
+        for f in schema.sparse:
+            ranks = np.minimum(rng.zipf(1.1, batch_size) - 1, f.vocab_size - 1)
+            values.append(ranks.astype(np.int64))
+        cols = Columns(
+            dense=np.zeros((batch_size, 0), np.float32),
+            values=values,
+            lengths=[np.ones(batch_size, np.int32) for _ in schema.sparse],
+            labels=(rng.random(batch_size) < 0.25).astype(np.float32),
+            groups=None,
+        )
+        batches.append(cols.to_batch(schema.sparse_names))
+    return batches
+
+
+def bench_one(ctx: DistContext, schema: Schema, k: int, mode: str, args) -> dict:
+    cfg = load_config(
+        [
+            "--model.num_students",
+            str(k),
+            "--model.embedding_mode",
+            mode,
+            "--model.embedding_dim",
+            "16",
+            "--model.tower.hidden_units",
+            str(args.hidden),
+            "--objective.name",
+            "kdef",
+            "--train.sparse_optimizer",
+            "rowwise_adagrad",
+            "--data.batch_size",
+            str(args.batch_size),
+        ]
+    )
+    torch.manual_seed(0)
+    module = EnsembleTrain(build_model(cfg.model, schema), build_objective(cfg.objective, k))
+    dmp, plan = shard_model(module, ctx, cfg.planner, cfg.train, args.batch_size)
+    optimizer = build_optimizer(dmp, plan, cfg.train)
+    batches = [b.to(ctx.device) for b in make_batches(schema, args.batch_size, 4)]
+
+    def step(batch: Batch) -> None:
+        optimizer.zero_grad()
+        loss, _ = dmp(batch)
+        loss.backward()
+        optimizer.step()
+
+    for i in range(args.warmup):
+        step(batches[i % len(batches)])
+    sync = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
+    sync()
+    times = []
+    for i in range(args.steps):
+        start = time.perf_counter()
+        step(batches[i % len(batches)])
+        sync()
+        times.append(time.perf_counter() - start)
+    ms = 1000 * float(np.median(times))
+    params = sum(p.numel() for p in dmp.parameters() if p.device.type != "meta")
+    return {
+        "device": ctx.device.type,
+        "students": k,
+        "embedding_mode": mode,
+        "batch_size": args.batch_size,
+        "tables": len(plan_tables(plan)),
+        "ms_per_step": ms,
+        "samples_per_sec": args.batch_size / (ms / 1000),
+        "steps": args.steps,
+        "local_parameters": params,
+    }
+
+
+def plan_tables(plan) -> list[str]:
+    return [t for module_plan in plan.plan.values() for t in module_plan]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--students", type=int, nargs="+", default=[1, 4, 10])
+    parser.add_argument(
+        "--modes", nargs="+", default=["per_model", "shared"], choices=["per_model", "shared"]
+    )
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[400, 400, 400])
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument(
+        "--vocab-scale", type=float, default=1.0, help="shrink Criteo's vocabularies"
+    )
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu"],
+        default="auto",
+        help="auto: the GPU if there is one; cpu: hide GPUs",
+    )
+    parser.add_argument("--out", default="bench/bench_train.json")
+    args = parser.parse_args()
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before anything asks torch.cuda
+    args.hidden = list(args.hidden)
+
+    ctx = init_distributed()  # one process: cuda if present, else cpu
+    if ctx.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    schema = criteo_schema(args.vocab_scale)
+    results = []
+    try:
+        for mode in args.modes:
+            for k in args.students:
+                r = bench_one(ctx, schema, k, mode, args)
+                results.append(r)
+                print(
+                    f"{r['device']:>5} K={k:<3} {mode:<10} {r['ms_per_step']:9.1f} ms/step "
+                    f"{r['samples_per_sec']:12,.0f} samples/s",
+                    flush=True,
+                )
+    finally:
+        destroy_distributed()
+
+    header = f"{'device':<7}{'K':>4}  {'embeddings':<11}{'tables':>7}{'batch':>8}{'ms/step':>10}{'samples/s':>13}"
+    print("\n" + header)
+    for r in results:
+        print(
+            f"{r['device']:<7}{r['students']:>4}  {r['embedding_mode']:<11}{r['tables']:>7}{r['batch_size']:>8}"
+            f"{r['ms_per_step']:>10.1f}{r['samples_per_sec']:>13,.0f}"
+        )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "hidden_units": args.hidden,
+        "vocab_scale": args.vocab_scale,
+        "fields": len(schema.sparse),
+    }
+    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    print(f"\nwritten: {out}")
+
+
+if __name__ == "__main__":
+    main()
