@@ -133,11 +133,11 @@ def build_planner(
     )
 
 
-def _find_collection(module: nn.Module) -> EmbeddingBagCollection:
+def _collections(module: nn.Module) -> list[EmbeddingBagCollection]:
     found = [m for m in module.modules() if isinstance(m, EmbeddingBagCollection)]
-    if len(found) != 1:
-        raise ValueError(f"expected one EmbeddingBagCollection in the model, found {len(found)}")
-    return found[0]
+    if not found:
+        raise ValueError("the model has no EmbeddingBagCollection to shard")
+    return found
 
 
 def sparse_optimizer_args(cfg: TrainConfig, device: torch.device) -> tuple[type, dict]:
@@ -167,11 +167,14 @@ def shard_model(
     """Plan (collectively), shard the embedding collection and wrap the rest in DDP.
 
     The sparse optimizer is fused into the embedding backward (apply_optimizer_in_backward
-    before DMP). Tables must still be on `meta`; DMP materialises each rank's shards.
+    before DMP) of every trainable collection (frozen ones, e.g. pretrained teachers, get
+    none). Tables must still be on `meta`; DMP materialises each rank's shards.
     """
-    ebc = _find_collection(module)
+    collections = _collections(module)
     opt_cls, opt_kwargs = sparse_optimizer_args(train_cfg, ctx.device)
-    apply_optimizer_in_backward(opt_cls, ebc.parameters(), opt_kwargs)
+    trainable = [p for ebc in collections for p in ebc.parameters() if p.requires_grad]
+    if trainable:
+        apply_optimizer_in_backward(opt_cls, trainable, opt_kwargs)
     sharders = [EmbeddingBagCollectionSharder()]
     planner = build_planner(
         planner_cfg,
@@ -179,7 +182,7 @@ def shard_model(
         local_world_size=ctx.local_world_size,
         compute_device=ctx.device.type,
         batch_size=batch_size,
-        tables=ebc.embedding_bag_configs(),
+        tables=[t for ebc in collections for t in ebc.embedding_bag_configs()],
     )
     plan = planner.collective_plan(module, sharders, dist.GroupMember.WORLD)
     dmp = DistributedModelParallel(module=module, device=ctx.device, plan=plan, sharders=sharders)
@@ -200,6 +203,8 @@ def build_optimizer(
     tables = {table for module_plan in plan.plan.values() for table in module_plan}  # type: ignore[union-attr]
     dense, dp_tables = {}, {}
     for name, param in in_backward_optimizer_filter(dmp.named_parameters()):
+        if not param.requires_grad:  # frozen (e.g. pretrained teachers)
+            continue
         is_table = (
             name.endswith(".weight")
             and name.rsplit(".", 2)[-2] in tables

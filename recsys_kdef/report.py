@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from torchrec.distributed.types import ShardingPlan
 
 from recsys_kdef.evaluate import EvalResult, best_student
+from recsys_kdef.io import atomic_path
 from recsys_kdef.trainer import FitResult
 
 COLUMNS = ("auc", "logloss", "ne", "gauc")
@@ -62,12 +61,16 @@ def build_report(
         "stopped_early": fit.stopped_early,
         "best_validation": None
         if fit.best is None
-        else {"epoch": fit.best.epoch, "step": fit.best.step, "monitor_auc": fit.best.monitor_auc},
+        else {
+            "epoch": fit.best.epoch,
+            "step": fit.best.step,
+            "monitor_value": fit.best.monitor_value,
+        },
         "history": [
             {
                 "epoch": v.epoch,
                 "step": v.step,
-                "monitor_auc": v.monitor_auc,
+                "monitor_value": v.monitor_value,
                 "lr": v.lr,
                 "samples_per_sec": v.samples_per_sec,
                 "train_loss": v.train_loss,
@@ -102,15 +105,6 @@ def format_table(title: str, metrics: dict[str, dict[str, float]]) -> str:
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON to a temporary file beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write JSON so that readers never see half a file (see recsys_kdef.io.atomic_path)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")

@@ -17,6 +17,7 @@ from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.types import ShardingPlan
 from torchrec.optim.keyed import CombinedOptimizer
 
+from recsys_kdef.checkpoint import load_full_state_dict, save_checkpoint
 from recsys_kdef.config import ExperimentConfig, load_config, to_dict
 from recsys_kdef.data import Readers, Schema, build_readers
 from recsys_kdef.distributed import (
@@ -27,7 +28,7 @@ from recsys_kdef.distributed import (
     shard_model,
 )
 from recsys_kdef.evaluate import best_student, evaluate
-from recsys_kdef.models.ensemble import build_model
+from recsys_kdef.models.teacher_student import build_training_model, model_prefix
 from recsys_kdef.models.train_wrapper import EnsembleTrain
 from recsys_kdef.objectives import build_objective
 from recsys_kdef.report import build_report, format_table, write_json_atomic
@@ -48,16 +49,18 @@ class Job:
 
 
 def build_job(cfg: ExperimentConfig, ctx: DistContext) -> Job:
-    """Readers, the ensemble + objective sharded by the planner, and the combined optimizer."""
+    """Readers, the model + objective sharded by the planner, and the combined optimizer."""
     torch.manual_seed(cfg.train.seed)  # same tower init on every rank
     schema = Schema.load(cfg.data.path)
     readers = build_readers(
         cfg.data, schema, rank=ctx.rank, world_size=ctx.world_size, seed=cfg.train.seed
     )
-    model = build_model(cfg.model, schema)  # embedding tables on `meta`
-    objective = build_objective(cfg.objective, cfg.model.num_students)
+    model, teacher_weights = build_training_model(cfg, schema)  # embedding tables on `meta`
+    objective = build_objective(cfg.objective, model)
     train_module = EnsembleTrain(model, objective, embedding_l2=cfg.train.embedding_l2)
     module, plan = shard_model(train_module, ctx, cfg.planner, cfg.train, cfg.data.batch_size)
+    for j, weights in enumerate(teacher_weights):  # ECKD pretrain: each rank loads its shards
+        load_full_state_dict(module, weights, prefix=f"model.teachers.{j}.")
     optimizer = build_optimizer(module, plan, cfg.train)
     torch.manual_seed(cfg.train.seed + ctx.rank)  # different dropout masks per rank
     return Job(schema, readers, module, plan, optimizer)
@@ -85,9 +88,19 @@ def run(cfg: ExperimentConfig, ctx: DistContext) -> dict:
         valid=valid,
         test=test,
     )
+    out = Path(cfg.train.output_dir)
+    if cfg.train.save_checkpoint:  # collective: every rank sends its shards to rank 0
+        save_checkpoint(
+            out / "checkpoint.pt",
+            job.module,
+            config=to_dict(cfg),
+            schema=job.schema.to_json(),
+            model_prefix=model_prefix(cfg),
+            best_student=best,
+            valid=valid.metrics,
+        )
     if ctx.is_main:
-        out = Path(cfg.train.output_dir, "metrics.json")
-        write_json_atomic(out, report)
+        write_json_atomic(out / "metrics.json", report)
         print(
             format_table(
                 f"\nTest ({test.rows:,} rows, best student chosen on validation AUC)",
@@ -98,7 +111,7 @@ def run(cfg: ExperimentConfig, ctx: DistContext) -> dict:
             print(
                 f"Bayes-optimal test AUC of the synthetic data: {job.schema.extra['bayes_auc']['test']:.5f}"
             )
-        print(f"metrics and config: {out}")
+        print(f"metrics and config: {out / 'metrics.json'}")
     return report
 
 

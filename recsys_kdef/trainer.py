@@ -31,7 +31,7 @@ class Validation:
 
     epoch: int
     step: int
-    monitor_auc: float
+    monitor_value: float
     result: EvalResult
     lr: dict[str, float]
     train_loss: dict[str, float]
@@ -120,11 +120,11 @@ class Trainer:
         """Evaluate, keep the best weights, decay LR or stop. Returns True to stop."""
         rate = window.samples_per_sec(self.ctx.world_size)
         evaluation = evaluate(self.module, valid, self.ctx)
-        monitor = self._monitor_auc(evaluation)
+        monitor = self._monitor_value(evaluation)
         point = Validation(
             epoch=epoch,
             step=step,
-            monitor_auc=monitor,
+            monitor_value=monitor,
             result=evaluation,
             lr=learning_rates(self.optimizer),
             train_loss=window.mean(),
@@ -134,7 +134,7 @@ class Trainer:
         result.history.append(point)
         window.reset()
         _log_validation(point, self.ctx)
-        if result.best is None or monitor > result.best.monitor_auc:
+        if result.best is None or monitor > result.best.monitor_value:
             result.best = point
             self._best_state = copy.deepcopy(self.module.state_dict())
             self._bad_validations = 0
@@ -144,12 +144,15 @@ class Trainer:
             group["lr"] = max(group["lr"] * self.cfg.lr_decay_factor, self.cfg.min_lr)
         return self._bad_validations >= self.cfg.early_stop_patience
 
-    def _monitor_auc(self, evaluation: EvalResult) -> float:
-        """The monitored validation AUC, identical on every rank (rank 0's value)."""
+    def _monitor_value(self, evaluation: EvalResult) -> float:
+        """The monitored value, higher is better, identical on every rank (rank 0's value):
+        a head's validation AUC, or minus the validation distillation loss."""
         metrics = evaluation.metrics
-        if self.cfg.monitor == "best_student":
+        if self.cfg.monitor == "distill":
+            value = -evaluation.losses["distill"]
+        elif self.cfg.monitor == "best_student":
             value = metrics[f"student_{best_student(metrics)}"]["auc"]
-        else:
+        else:  # ensemble, fused
             value = metrics[self.cfg.monitor]["auc"]
         return float(broadcast_object(value))
 
@@ -162,9 +165,9 @@ class Trainer:
         result.stopped_early = stopped_early
         if self.ctx.is_main and result.best is not None:
             logger.info(
-                "best validation %s AUC %.5f at epoch %d step %d%s",
+                "best validation %s %.5f at epoch %d step %d%s",
                 self.cfg.monitor,
-                result.best.monitor_auc,
+                result.best.monitor_value,
                 result.best.epoch,
                 result.best.step,
                 " (early stop)" if stopped_early else "",

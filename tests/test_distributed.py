@@ -49,9 +49,10 @@ def setup(ctx, path, mode="per_model", sharding=("table_wise", "column_wise"), e
     schema = Schema.load(path)
     readers = build_readers(cfg.data, schema, rank=ctx.rank, world_size=ctx.world_size, seed=0)
     torch.manual_seed(0)
+    model = build_model(cfg.model, schema)
     module = EnsembleTrain(
-        build_model(cfg.model, schema),
-        build_objective(cfg.objective, K),
+        model,
+        build_objective(cfg.objective, model),
         embedding_l2=cfg.train.embedding_l2,
     )
     dmp, plan = shard_model(module, ctx, cfg.planner, cfg.train, cfg.data.batch_size)
@@ -115,10 +116,8 @@ def test_the_planners_plan_is_what_gets_applied(tiny_dataset, mode):
 def _check_matches_unsharded(ctx, path, mode):
     cfg, schema, readers, dmp, _ = setup(ctx, path, mode)
     torch.manual_seed(1)
-    full = EnsembleTrain(
-        build_model(cfg.model, schema, device=torch.device("cpu")),
-        build_objective(cfg.objective, K),
-    )
+    full_model = build_model(cfg.model, schema, device=torch.device("cpu"))
+    full = EnsembleTrain(full_model, build_objective(cfg.objective, full_model))
     load_full_state_dict(dmp, full.state_dict())
     dmp.eval()
     full.eval()

@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
+from torchmetrics.functional.classification import binary_auroc
 
 from recsys_kdef.config import SyntheticConfig, load_config
 from recsys_kdef.data.synthetic import generate
@@ -75,6 +77,40 @@ def test_demo_under_torchx_learns_the_planted_signal(tmp_path):
     printed = proc.stdout + proc.stderr  # torchx relays the workers' output on its stderr
     assert "best_student (student_" in printed and "Bayes-optimal test AUC" in printed
 
+    # the best student, gathered from the 2 ranks' shards and exported, scores the test split in a
+    # fresh process with the AUC the sharded run measured for it
+    artifact = tmp_path / "best"
+    export = [
+        sys.executable,
+        "-m",
+        "recsys_kdef.export",
+        "--checkpoint",
+        str(out / "checkpoint.pt"),
+        "--out",
+        str(artifact),
+    ]
+    assert subprocess.run(export, cwd=ROOT, capture_output=True).returncode == 0
+    preds, labels = [], []
+    for i, part in enumerate(sorted((data / "test").glob("*.parquet"))):
+        scored = tmp_path / f"scored_{i}.parquet"
+        cmd = [
+            sys.executable,
+            "-m",
+            "recsys_kdef.predict",
+            "--model",
+            str(artifact),
+            "--input",
+            str(part),
+            "--output",
+            str(scored),
+        ]
+        assert subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode == 0
+        table = pq.read_table(scored)
+        preds.append(torch.from_numpy(table.column("prediction").to_numpy()))
+        labels.append(torch.from_numpy(table.column("label").to_numpy()))
+    auc = binary_auroc(torch.cat(preds), torch.cat(labels).long()).item()
+    assert auc == pytest.approx(test["best_student"]["auc"], abs=1e-4)
+
 
 @pytest.fixture(scope="module")
 def overfit_data(tmp_path_factory) -> Path:
@@ -94,10 +130,16 @@ def overfit_data(tmp_path_factory) -> Path:
     return path
 
 
+def train_script(*args: str) -> subprocess.CompletedProcess:
+    """`python recsys_kdef/train.py ARGS` in a fresh process (one rank, no launcher)."""
+    cmd = [sys.executable, "recsys_kdef/train.py", "--train.progress_bar", "false", *args]
+    return subprocess.run(
+        cmd, cwd=ROOT, env=env_with_venv(), capture_output=True, text=True, timeout=600
+    )
+
+
 def test_plain_script_runs_in_one_process(overfit_data, tmp_path):
-    cmd = [
-        sys.executable,
-        "recsys_kdef/train.py",
+    proc = train_script(
         "--data.path",
         str(overfit_data),
         "--train.output_dir",
@@ -110,16 +152,12 @@ def test_plain_script_runs_in_one_process(overfit_data, tmp_path):
         "512",
         "--model.tower.hidden_units",
         "[16]",
-        "--train.progress_bar",
-        "false",
-    ]
-    proc = subprocess.run(
-        cmd, cwd=ROOT, env=env_with_venv(), capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert report["world_size"] == 1
     assert [h["step"] for h in report["history"]] == [4, 8, 12, 16]
+    assert (tmp_path / "checkpoint.pt").is_file()
 
 
 def test_early_stopping_decays_lr_and_restores_the_best_weights(overfit_data, tmp_path):
@@ -154,8 +192,8 @@ def test_early_stopping_decays_lr_and_restores_the_best_weights(overfit_data, tm
             job.readers.train, job.readers.valid
         )
         assert fit.stopped_early and len(fit.history) < cfg.train.epochs
-        aucs = [v.monitor_auc for v in fit.history]
-        assert fit.best.monitor_auc == max(aucs) and aucs[-1] < max(aucs)
+        aucs = [v.monitor_value for v in fit.history]
+        assert fit.best.monitor_value == max(aucs) and aucs[-1] < max(aucs)
         # the learning rate after each validation without gain is 10x lower
         # lr is logged before the decision at each validation: after a validation without gain,
         # every learning rate (dense, fused sparse) is 10x lower at the next one
@@ -166,24 +204,19 @@ def test_early_stopping_decays_lr_and_restores_the_best_weights(overfit_data, tm
                 assert fit.history[i + 1].lr[key] == pytest.approx(lr * 0.1), key
         assert fit.history[0].lr["sparse"] == pytest.approx(0.3)
         again = evaluate(job.module, job.readers.valid, ctx)
-        assert again.metrics["ensemble"]["auc"] == pytest.approx(fit.best.monitor_auc, abs=1e-6)
+        assert again.metrics["ensemble"]["auc"] == pytest.approx(fit.best.monitor_value, abs=1e-6)
     finally:
         destroy_distributed()
 
 
 def test_report_is_not_written_when_training_fails(overfit_data, tmp_path):
-    cmd = [
-        sys.executable,
-        "recsys_kdef/train.py",
+    proc = train_script(
         "--data.path",
         str(overfit_data),
         "--train.output_dir",
         str(tmp_path / "out"),
         "--data.batch_size",
         "100000",
-    ]
-    proc = subprocess.run(
-        cmd, cwd=ROOT, env=env_with_venv(), capture_output=True, text=True, timeout=600
     )
     assert proc.returncode != 0
     assert "lower data.batch_size" in proc.stderr

@@ -114,7 +114,8 @@ def bench_one(ctx: DistContext, schema: Schema, k: int, mode: str, args) -> dict
         ]
     )
     torch.manual_seed(0)
-    module = EnsembleTrain(build_model(cfg.model, schema), build_objective(cfg.objective, k))
+    model = build_model(cfg.model, schema)
+    module = EnsembleTrain(model, build_objective(cfg.objective, model))
     dmp, plan = shard_model(module, ctx, cfg.planner, cfg.train, args.batch_size)
     optimizer = build_optimizer(dmp, plan, cfg.train)
     batches = [b.to(ctx.device) for b in make_batches(schema, args.batch_size, 4)]

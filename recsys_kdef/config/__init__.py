@@ -13,8 +13,11 @@ from recsys_kdef.config.loading import (
     to_dict,
 )
 from recsys_kdef.config.sections import (
+    CETNetConfig,
     DataConfig,
+    ECKDConfig,
     ExperimentConfig,
+    FusionConfig,
     KDEFConfig,
     ModelConfig,
     ObjectiveConfig,
@@ -25,7 +28,10 @@ from recsys_kdef.config.sections import (
 )
 
 __all__ = [
+    "CETNetConfig",
     "ConfigError",
+    "ECKDConfig",
+    "FusionConfig",
     "DataConfig",
     "ExperimentConfig",
     "KDEFConfig",

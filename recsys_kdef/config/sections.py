@@ -87,6 +87,8 @@ class DataConfig:
     eval_batch_size: int = 16384
     shuffle_buffer: int = 65536
     """Rows held by the shuffle buffer (bounded memory); 0 disables shuffling."""
+    train_on_valid: bool = False
+    """Also train on the validation split (ECKD: early stopping then watches the distillation loss)."""
     synthetic: SyntheticConfig | None = None
     """If set, `python -m recsys_kdef.data.synthetic --config ...` writes `path` with it."""
 
@@ -191,6 +193,38 @@ class CETNetConfig:
 
 
 @dataclass(kw_only=True, slots=True)
+class ECKDConfig:
+    """ECKD (NOTES §6): distillation from one or several teachers into the student ensemble
+    (`model` is the student; usually num_students 1 and a small tower)."""
+
+    schedule: Literal["pretrain", "cotrain"] = "pretrain"
+    """pretrain: teachers are loaded from `teachers` and frozen; cotrain: `teacher_model` is
+    trained with the student, and the distillation gradient reaches the student only."""
+    teachers: list[str] = field(default_factory=list)
+    """pretrain: checkpoint.pt files (or their run directories) of earlier runs of this project."""
+    teacher_model: ModelConfig | None = None
+    """cotrain: architecture of the teacher ensemble, trained alongside the student."""
+    teacher_heads: Literal["ensemble", "students"] = "ensemble"
+    """What counts as one teacher: each teacher model's ensemble, or each of its students."""
+    method: Literal["soft_label", "hint"] = "soft_label"
+    temperature: float = 1.0
+    """tau of the soft labels."""
+    beta: float = 0.5
+    """Weight of the distillation term: soft_label uses (1 - beta) BCE + beta KD; hint uses BCE + beta KD."""
+    gating: bool = True
+    """Per-sample teacher gating network; false: the teachers are averaged."""
+    gate_objective: Literal["student", "labels"] = "student"
+    """student: the gate learns from the student's loss (NOTES); labels: also fit the gated teacher to y."""
+
+    def __post_init__(self) -> None:
+        _check(self.temperature > 0, "objective.eckd.temperature must be > 0")
+        _check(
+            self.beta >= 0 and (self.method == "hint" or self.beta <= 1),
+            "objective.eckd.beta must be in [0, 1] for soft_label (>= 0 for hint)",
+        )
+
+
+@dataclass(kw_only=True, slots=True)
 class ObjectiveConfig:
     """Which collaborative loss trains the ensemble, and its options."""
 
@@ -198,6 +232,7 @@ class ObjectiveConfig:
     """Key in recsys_kdef.objectives.OBJECTIVES."""
     kdef: KDEFConfig = field(default_factory=KDEFConfig)
     cetnet: CETNetConfig = field(default_factory=CETNetConfig)
+    eckd: ECKDConfig = field(default_factory=ECKDConfig)
 
     def __post_init__(self) -> None:
         from recsys_kdef.objectives import OBJECTIVES
@@ -224,8 +259,9 @@ class TrainConfig:
     eval_every_steps: int | None = None
     """Validate every N steps; null: once per epoch."""
     max_steps_per_epoch: int | None = None
-    monitor: Literal["ensemble", "best_student", "fused"] = "ensemble"
-    """Which validation AUC drives LR decay, early stopping and the best checkpoint."""
+    monitor: Literal["ensemble", "best_student", "fused", "distill"] = "ensemble"
+    """What drives LR decay, early stopping and the best weights: a head's validation AUC
+    (higher is better), or ECKD's validation distillation loss `distill` (lower is better)."""
     lr_decay_factor: float = 0.1
     """ReduceLROnPlateau factor, applied at each validation without AUC gain (FuxiCTR)."""
     min_lr: float = 1e-6
@@ -233,7 +269,9 @@ class TrainConfig:
     """Stop after this many validations without AUC gain; the best weights are restored."""
     seed: int = 2024
     output_dir: str = "runs/demo"
-    """metrics.json (all metrics and this config) is written here."""
+    """metrics.json (all metrics and this config) and checkpoint.pt are written here."""
+    save_checkpoint: bool = True
+    """Write checkpoint.pt (the best weights, gathered, with config and schema) for export / teachers."""
     progress_bar: bool = True
     log_every_steps: int = 50
 
@@ -303,4 +341,22 @@ class ExperimentConfig:
         _check(
             self.train.monitor != "fused" or self.model.fusion.name != "none",
             "train.monitor = fused needs model.fusion.name to be set",
+        )
+        eckd = self.objective.eckd
+        if self.objective.name == "eckd":
+            _check(
+                eckd.schedule != "pretrain" or len(eckd.teachers) > 0,
+                "objective.eckd.schedule = pretrain needs objective.eckd.teachers (checkpoints of earlier runs)",
+            )
+            _check(
+                eckd.schedule != "cotrain" or eckd.teacher_model is not None,
+                "objective.eckd.schedule = cotrain needs objective.eckd.teacher_model",
+            )
+        _check(
+            self.train.monitor != "distill" or self.objective.name == "eckd",
+            "train.monitor = distill needs objective.name = eckd (it watches the distillation loss)",
+        )
+        _check(
+            not self.data.train_on_valid or self.train.monitor == "distill",
+            "data.train_on_valid makes validation AUC meaningless: set train.monitor = distill (ECKD)",
         )

@@ -34,8 +34,11 @@ def build_readers(
     """Train (shuffled, equal full batches per rank) and valid / test (every row once) readers."""
 
     def reader(split: str, training: bool) -> ParquetBatchReader:
+        files = list_split_files(cfg.path, split)
+        if training and cfg.train_on_valid:
+            files += list_split_files(cfg.path, "valid")
         return ParquetBatchReader(
-            list_split_files(cfg.path, split),
+            files,
             schema,
             cfg.batch_size if training else cfg.eval_batch_size,
             rank=rank,

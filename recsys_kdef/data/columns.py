@@ -32,8 +32,11 @@ class Columns:
         return self.labels.shape[0]
 
     @classmethod
-    def from_arrow(cls, table: pa.Table, schema: Schema, where: str) -> Columns:
-        """Decode an Arrow table (one row group), checking ids and labels; `where` names it in errors."""
+    def from_arrow(
+        cls, table: pa.Table, schema: Schema, where: str, with_label: bool = True
+    ) -> Columns:
+        """Decode an Arrow table (one row group), checking ids and labels; `where` names it in errors.
+        Without labels (scoring), labels are zeros."""
         values, lengths = [], []
         for f in schema.sparse:
             col = table.column(f.name).combine_chunks()
@@ -62,7 +65,10 @@ class Columns:
         for j, f in enumerate(schema.dense):
             col = pc.fill_null(table.column(f.name).combine_chunks(), 0)
             dense[:, j] = col.to_numpy(zero_copy_only=False)
-        label_col = table.column(schema.label).combine_chunks()
+        if not with_label:
+            label_col = pa.array(np.zeros(n, np.float32))
+        else:
+            label_col = table.column(schema.label).combine_chunks()
         if label_col.null_count:
             raise DataError(
                 f"{where}: column '{schema.label}' (the label) has {label_col.null_count} nulls"

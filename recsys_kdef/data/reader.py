@@ -60,6 +60,7 @@ class ParquetBatchReader:
         training: bool = True,
         shuffle_buffer: int = 0,
         seed: int = 0,
+        with_labels: bool = True,
     ) -> None:
         self.schema = schema
         self.batch_size = batch_size
@@ -68,6 +69,7 @@ class ParquetBatchReader:
         self.training = training
         self.shuffle_buffer = shuffle_buffer if training else 0
         self.seed = seed
+        self.with_labels = with_labels
         self.epoch = 0
         self.row_groups = self._scan(files)
         self.max_buffered_rows = 0  # high-water mark of rows held in memory, for tests and logs
@@ -79,7 +81,7 @@ class ParquetBatchReader:
                 meta = pq.ParquetFile(path)
             except (pa.ArrowException, OSError) as e:
                 raise DataError(f"{path}: not a readable Parquet file: {e}") from e
-            self.schema.check_file(path, meta.schema_arrow)
+            self.schema.check_file(path, meta.schema_arrow, with_label=self.with_labels)
             groups += [
                 RowGroup(Path(path), i, meta.metadata.row_group(i).num_rows)
                 for i in range(meta.metadata.num_row_groups)
@@ -136,12 +138,11 @@ class ParquetBatchReader:
     def _read(self, group: RowGroup) -> Columns:
         where = f"{group.path} (row group {group.index})"
         try:
-            table = pq.ParquetFile(group.path).read_row_group(
-                group.index, columns=self.schema.columns()
-            )
+            columns = self.schema.columns(with_label=self.with_labels)
+            table = pq.ParquetFile(group.path).read_row_group(group.index, columns=columns)
         except (pa.ArrowException, OSError) as e:
             raise DataError(f"{where}: cannot read: {e}") from e
-        return Columns.from_arrow(table, self.schema, where)
+        return Columns.from_arrow(table, self.schema, where, with_label=self.with_labels)
 
     def _stream_batches(self) -> Iterator[Columns]:
         """Full batches (and, when evaluating, the last partial one) of this rank's rows."""

@@ -73,9 +73,9 @@ class Schema:
     def dense_names(self) -> list[str]:
         return [f.name for f in self.dense]
 
-    def columns(self) -> list[str]:
+    def columns(self, with_label: bool = True) -> list[str]:
         """Every column the reader needs, in a fixed order."""
-        cols = self.sparse_names + self.dense_names + [self.label]
+        cols = self.sparse_names + self.dense_names + ([self.label] if with_label else [])
         if self.group is not None and self.group not in cols:
             cols.append(self.group)
         return cols
@@ -92,7 +92,7 @@ class Schema:
             fields.append(pa.field(self.group, pa.int64()))
         return pa.schema(fields)
 
-    def check_file(self, path: str | Path, file_schema: pa.Schema) -> None:
+    def check_file(self, path: str | Path, file_schema: pa.Schema, with_label: bool = True) -> None:
         """Raise DataError naming the file and column if `file_schema` cannot be read with this schema."""
         have = {f.name: f.type for f in file_schema}
         for f in self.sparse:
@@ -105,9 +105,20 @@ class Schema:
             )
         for f in self.dense:
             _require(path, have, f.name, _is_number, "a numeric column")
-        _require(path, have, self.label, _is_number, "a numeric 0/1 label column")
+        if with_label:
+            _require(path, have, self.label, _is_number, "a numeric 0/1 label column")
         if self.group is not None:
             _require(path, have, self.group, _is_int, "an integer group-key column")
+
+    def check_compatible(self, other: Schema, where: str) -> None:
+        """Raise DataError unless `other` (e.g. a teacher's schema) has the same features."""
+        mine = [(f.name, f.vocab_size, f.multi_valued) for f in self.sparse] + self.dense_names
+        theirs = [(f.name, f.vocab_size, f.multi_valued) for f in other.sparse] + other.dense_names
+        if mine != theirs:
+            diff = sorted(set(map(str, mine)) ^ set(map(str, theirs)))
+            raise DataError(
+                f"{where}: trained on other features than this dataset; differing: {diff[:6]}"
+            )
 
     def to_json(self) -> dict:
         return {

@@ -2,7 +2,9 @@
 
 Activations are laid out (K, B, H) so each layer is one batched matmul over the students
 rather than a Python loop. A new architecture is a class here (or in its own file) with a
-`from_config` constructor, plus one line in TOWERS.
+`from_config` constructor and an `output_dim`, plus one line in TOWERS. Contract: every
+parameter and buffer of a tower module has the students as its first dimension, so that one
+student can be sliced out (recsys_kdef.export).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Collaborative objectives: a registry of loss modules, chosen by `objective.name`.
 
-Each is an nn.Module with `from_config(objective_cfg, num_students)` and
+Each is an nn.Module with `from_config(objective_cfg, model)` (the built model, for sizes) and
 `forward(output: EnsembleOutput, labels) -> ObjectiveOutput`. A new objective is one file
 plus one line here.
 """
@@ -11,6 +11,7 @@ from torch import nn
 
 from recsys_kdef.objectives.base import ObjectiveOutput
 from recsys_kdef.objectives.cetnet import CETNetObjective
+from recsys_kdef.objectives.eckd import ECKDObjective
 from recsys_kdef.objectives.kdef import KDEFObjective
 from recsys_kdef.objectives.mean import MeanEnsembleObjective
 
@@ -18,11 +19,12 @@ OBJECTIVES: dict[str, type[nn.Module]] = {
     "mean": MeanEnsembleObjective,
     "kdef": KDEFObjective,
     "cetnet": CETNetObjective,
+    "eckd": ECKDObjective,
 }
 
 __all__ = ["OBJECTIVES", "ObjectiveOutput", "build_objective"]
 
 
-def build_objective(cfg, num_students: int) -> nn.Module:
-    """The objective named by `cfg.name` (an ObjectiveConfig)."""
-    return OBJECTIVES[cfg.name].from_config(cfg, num_students)
+def build_objective(cfg, model: nn.Module) -> nn.Module:
+    """The objective named by `cfg.name` (an ObjectiveConfig) for the built `model`."""
+    return OBJECTIVES[cfg.name].from_config(cfg, model)

@@ -38,7 +38,7 @@ class CETNetObjective(nn.Module):
         self.alpha = alpha
 
     @classmethod
-    def from_config(cls, cfg, num_students: int) -> CETNetObjective:
+    def from_config(cls, cfg, model: nn.Module) -> CETNetObjective:
         return cls(alpha=cfg.cetnet.alpha)
 
     def forward(self, output: EnsembleOutput, labels: torch.Tensor) -> ObjectiveOutput:

@@ -63,7 +63,7 @@ class KDEFObjective(nn.Module):
         self.label_flip_rate = label_flip_rate
 
     @classmethod
-    def from_config(cls, cfg, num_students: int) -> KDEFObjective:
+    def from_config(cls, cfg, model: nn.Module) -> KDEFObjective:
         k = cfg.kdef
         return cls(k.variant, k.consistency, k.detach_exam, k.label_flip_rate)
 

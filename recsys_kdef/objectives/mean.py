@@ -14,7 +14,7 @@ class MeanEnsembleObjective(nn.Module):
     """L = BCE(sigmoid(mean_k logit_k), y): the students learn only through the ensemble."""
 
     @classmethod
-    def from_config(cls, cfg, num_students: int) -> MeanEnsembleObjective:
+    def from_config(cls, cfg, model: nn.Module) -> MeanEnsembleObjective:
         return cls()
 
     def forward(self, output: EnsembleOutput, labels: torch.Tensor) -> ObjectiveOutput:

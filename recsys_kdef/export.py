@@ -1,0 +1,100 @@
+"""Export the ensemble, or one student, from a training checkpoint as a standalone artifact.
+
+The artifact is one file, `model.pt`: the (sub)model's weights, the ModelConfig and schema
+it needs, and which head predicts. No optimizer state, no sharding, no other student:
+
+    python -m recsys_kdef.export --checkpoint runs/demo/checkpoint.pt --out artifacts/best     # best student
+    python -m recsys_kdef.export --checkpoint runs/demo/checkpoint.pt --out artifacts/s2 --student 2
+    python -m recsys_kdef.export --checkpoint runs/demo/checkpoint.pt --out artifacts/all --student ensemble
+
+Score Parquet with it: `python -m recsys_kdef.predict --model artifacts/best ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from recsys_kdef.checkpoint import load_checkpoint, sub_state_dict
+from recsys_kdef.config import FusionConfig, ModelConfig
+from recsys_kdef.config.loading import from_dict
+from recsys_kdef.io import atomic_path
+
+ARTIFACT_FORMAT = 1
+
+
+def select_student(
+    state: dict[str, torch.Tensor], cfg: ModelConfig, k: int
+) -> dict[str, torch.Tensor]:
+    """Student k of an ensemble's state dict, as the state of a one-student ensemble.
+
+    Its tables `s{k}__*` become `s0__*` (shared tables are kept); every tower tensor leads
+    with the student dimension (the towers' contract), so slice k is taken; fusion is dropped.
+    """
+    if not 0 <= k < cfg.num_students:
+        raise ValueError(
+            f"student {k} does not exist: the ensemble has {cfg.num_students} students"
+        )
+    out = {}
+    for name, tensor in state.items():
+        if name.startswith("sparse_arch."):
+            table = name.split(".")[-2]
+            if cfg.embedding_mode == "shared":
+                out[name] = tensor
+            elif table.startswith(f"s{k}__"):
+                out[name.replace(f".s{k}__", ".s0__")] = tensor
+        elif name.startswith("towers."):
+            out[name] = tensor[k : k + 1].clone()
+        elif not name.startswith("fusion."):
+            raise ValueError(f"cannot export '{name}': not a table, tower or fusion tensor")
+    return out
+
+
+def export_artifact(checkpoint: str | Path, out_dir: str | Path, student: str = "best") -> Path:
+    """Write `out_dir/model.pt` for `student` = best | ensemble | an index; returns its path."""
+    ckpt = load_checkpoint(checkpoint)
+    cfg = from_dict(ModelConfig, ckpt["config"]["model"], "model")
+    state = sub_state_dict(ckpt["state_dict"], ckpt["model_prefix"])
+    if student == "ensemble":
+        head = "fused" if cfg.fusion.name != "none" else "ensemble"
+        chosen = None
+    else:
+        chosen = ckpt["best_student"] if student == "best" else int(student)
+        state = select_student(state, cfg, chosen)
+        cfg = replace(cfg, num_students=1, fusion=FusionConfig())
+        head = "student_0"
+    artifact = {
+        "format": ARTIFACT_FORMAT,
+        "model": asdict(cfg),
+        "schema": ckpt["schema"],
+        "head": head,
+        "state_dict": state,
+        "source": {"checkpoint": str(checkpoint), "student": chosen, "valid": ckpt.get("valid")},
+    }
+    out = Path(out_dir) / "model.pt"
+    with atomic_path(out) as tmp:
+        torch.save(artifact, tmp)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Export a student or the ensemble from a checkpoint."
+    )
+    parser.add_argument(
+        "--checkpoint", required=True, help="checkpoint.pt of a run (or its directory)"
+    )
+    parser.add_argument("--out", required=True, help="directory for model.pt")
+    parser.add_argument(
+        "--student", default="best", help="best (on validation AUC), ensemble, or an index"
+    )
+    args = parser.parse_args(argv)
+    path = export_artifact(args.checkpoint, args.out, args.student)
+    print(f"exported {args.student} -> {path}")
+
+
+if __name__ == "__main__":
+    main()

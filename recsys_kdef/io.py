@@ -1,0 +1,48 @@
+"""Files that appear whole or not at all, and versioned torch files."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path`: renamed to `path` if the block succeeds, else deleted.
+
+    Readers never see half a file, and a failure leaves nothing behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_versioned(
+    path: str | Path, default_name: str, fmt: int, what: str, hint: str
+) -> dict[str, Any]:
+    """torch.load a dict saved with {"format": fmt}; `path` may be its directory.
+
+    Errors name the file, say it is not a `what`, and give `hint` (how to make one).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / default_name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no {what}; {hint}")
+    data = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise ValueError(f"{path}: not a recsys_kdef {what} (format {fmt})")
+    return data

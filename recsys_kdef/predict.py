@@ -1,0 +1,96 @@
+"""Load an exported artifact (no process group, CPU) and score rows or Parquet files.
+
+    python -m recsys_kdef.predict --model artifacts/best --input data/demo/test/part-00000.parquet \
+        --output preds.parquet
+
+The output has one `prediction` column (the click probability) in input row order, plus the
+label and group columns when the input has them. It appears only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from recsys_kdef.config import ModelConfig
+from recsys_kdef.config.loading import from_dict
+from recsys_kdef.data.batch import Batch
+from recsys_kdef.data.reader import ParquetBatchReader
+from recsys_kdef.data.schema import Schema
+from recsys_kdef.export import ARTIFACT_FORMAT
+from recsys_kdef.io import atomic_path, load_versioned
+from recsys_kdef.models.ensemble import EnsembleModel, build_model
+
+
+class Predictor:
+    """A standalone exported model: `predict(batch)` returns (B,) click probabilities."""
+
+    def __init__(self, model: EnsembleModel, schema: Schema, head: str) -> None:
+        self.model = model.eval()
+        self.schema = schema
+        self.head = head
+
+    @classmethod
+    def load(cls, path: str | Path) -> Predictor:
+        artifact = load_versioned(
+            path,
+            "model.pt",
+            ARTIFACT_FORMAT,
+            "exported model",
+            "make one with python -m recsys_kdef.export",
+        )
+        schema = Schema.from_json(artifact["schema"])
+        model = build_model(
+            from_dict(ModelConfig, artifact["model"], "model"), schema, device=torch.device("cpu")
+        )
+        model.load_state_dict(artifact["state_dict"])
+        return cls(model, schema, artifact["head"])
+
+    @torch.no_grad()
+    def predict(self, batch: Batch) -> torch.Tensor:
+        return torch.sigmoid(self.model(batch.dense, batch.sparse).heads()[self.head])
+
+    def predict_parquet(
+        self, source: str | Path, destination: str | Path, batch_size: int = 8192
+    ) -> int:
+        """Score every row of `source`; write `destination` atomically; returns the row count."""
+        has_label = self.schema.label in pq.read_schema(source).names
+        reader = ParquetBatchReader(
+            [Path(source)], self.schema, batch_size, training=False, with_labels=has_label
+        )
+        preds, labels, groups = [], [], []
+        for batch in reader:
+            preds.append(self.predict(batch).numpy())
+            labels.append(batch.labels.numpy())
+            if batch.groups is not None:
+                groups.append(batch.groups.numpy())
+        columns = {"prediction": pa.array(np.concatenate(preds).astype(np.float32))}
+        if has_label:
+            columns[self.schema.label] = pa.array(np.concatenate(labels))
+        if groups:
+            columns[self.schema.group] = pa.array(np.concatenate(groups))
+        with atomic_path(destination) as tmp:
+            pq.write_table(pa.table(columns), tmp)
+        return len(columns["prediction"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Score a Parquet file with an exported model.")
+    parser.add_argument("--model", required=True, help="artifact directory (or its model.pt)")
+    parser.add_argument(
+        "--input", required=True, help="Parquet file with the schema's feature columns"
+    )
+    parser.add_argument("--output", required=True, help="Parquet file to write (prediction column)")
+    parser.add_argument("--batch-size", type=int, default=8192)
+    args = parser.parse_args(argv)
+    rows = Predictor.load(args.model).predict_parquet(args.input, args.output, args.batch_size)
+    print(f"scored {rows:,} rows -> {args.output}")
+
+
+if __name__ == "__main__":
+    main()
