@@ -7,7 +7,9 @@ The same job is `torchx run dist.ddp -j 2x8 --script recsys_kdef/train.py -- --c
 this component only fixes the script and puts the config first.
 """
 
-from __future__ import annotations
+# torchx 0.7's component linter reads annotations as written: it needs typing.Optional / Dict,
+# not `X | None` (and no `from __future__ import annotations`).
+from typing import Dict, Optional  # noqa: UP035
 
 import torchx
 from torchx import specs
@@ -23,9 +25,9 @@ def train(
     cpu: int = 2,
     gpu: int = 0,
     memMB: int = 8192,
-    h: str | None = None,
+    h: Optional[str] = None,  # noqa: UP045
     max_retries: int = 0,
-    env: dict[str, str] | None = None,
+    env: Optional[Dict[str, str]] = None,  # noqa: UP006, UP045
 ) -> specs.AppDef:
     """Train recsys_kdef on nnodes x nproc_per_node processes.
 

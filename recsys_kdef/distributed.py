@@ -9,7 +9,10 @@ as under torchrun / torchx.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +23,13 @@ from torch.distributed.optim import _apply_optimizer_in_backward as apply_optimi
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
-from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
+from torchrec.distributed.planner.types import (
+    HardwareConfig,
+    KernelConfig,
+    TopologyFactory,
+    TrainerConfig,
+)
 from torchrec.distributed.types import ShardingPlan
 from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
@@ -83,6 +92,27 @@ def init_distributed() -> DistContext:
     )
 
 
+# Warnings torch and torchrec raise about their own internals (ShardedTensor's deprecation,
+# DDP arguments torchrec passes, the planner's storage heuristics): nothing a user can act on.
+LIBRARY_WARNINGS = (
+    "Please use DTensor instead",
+    "HeuristicalStorageReservation",
+    "`broadcast_buffers` is deprecated",
+    "Using a non-tuple sequence for multidimensional indexing",
+)
+
+
+# Loggers that print such notes at WARNING on every start.
+LIBRARY_LOGGERS = ("torchrec.distributed.planner.storage_reservations", "torch.fx._symbolic_trace")
+
+
+def quiet_library_warnings() -> None:
+    for message in LIBRARY_WARNINGS:
+        warnings.filterwarnings("ignore", message=f".*{re.escape(message)}")
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def destroy_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -116,17 +146,16 @@ def build_planner(
             t.name: ParameterConstraints(sharding_types=allowed, min_partition=cfg.min_partition)
             for t in tables
         }
-    topology_kwargs: dict[str, Any] = {}
-    if cfg.hbm_cap_gb is not None:
-        cap = int(cfg.hbm_cap_gb * 2**30)
-        topology_kwargs["ddr_cap" if compute_device == "cpu" else "hbm_cap"] = cap
-    if cfg.hbm_bw_gbps is not None:
-        topology_kwargs["hbm_mem_bw"] = cfg.hbm_bw_gbps * 2**30 / 1000  # bytes per ms
-    topology = Topology(
-        world_size=world_size,
-        compute_device=compute_device,
-        local_world_size=local_world_size,
-        **topology_kwargs,
+    cap = None if cfg.hbm_cap_gb is None else int(cfg.hbm_cap_gb * 2**30)
+    hardware = HardwareConfig(
+        hbm_cap_bytes=cap if compute_device != "cpu" else None,
+        ddr_cap_bytes=cap if compute_device == "cpu" else None,
+        hbm_mem_bw=None if cfg.hbm_bw_gbps is None else cfg.hbm_bw_gbps * 2**30 / 1000,  # bytes/ms
+    )
+    topology = TopologyFactory.create_topology(
+        trainer_config=TrainerConfig(world_size=world_size, local_world_size=local_world_size),
+        hardware_config=hardware,
+        kernel_config=KernelConfig(compute_device=compute_device),
     )
     return EmbeddingShardingPlanner(
         topology=topology, batch_size=batch_size, constraints=constraints

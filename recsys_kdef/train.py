@@ -25,6 +25,7 @@ from recsys_kdef.distributed import (
     build_optimizer,
     destroy_distributed,
     init_distributed,
+    quiet_library_warnings,
     shard_model,
 )
 from recsys_kdef.evaluate import best_student, evaluate
@@ -116,13 +117,14 @@ def run(cfg: ExperimentConfig, ctx: DistContext) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # libraries log at WARNING; this project's progress at INFO, on rank 0 only
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True
+        level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True
     )
+    quiet_library_warnings()
     cfg = load_config(sys.argv[1:] if argv is None else argv)
     ctx = init_distributed()
-    if not ctx.is_main:
-        logging.getLogger().setLevel(logging.WARNING)
+    logger.setLevel(logging.INFO if ctx.is_main else logging.WARNING)
     try:
         run(cfg, ctx)
     finally:

@@ -179,6 +179,26 @@ def test_distilled_student_beats_the_same_student_alone(ctx, data, tmp_path):
     )
     assert sum(distilled["test_weights"]["gate"]) == pytest.approx(1.0)
     assert set(distilled["test_loss"]) == {"ctr", "distill"}
+    # several teachers of different architectures, each rebuilt from its own checkpoint's config
+    two = run(
+        config(
+            data,
+            tmp_path / "two",
+            "--objective.name",
+            "eckd",
+            "--objective.eckd.teachers",
+            f"[{tmp_path / 'teacher'}, {tmp_path / 'alone' / 'checkpoint.pt'}]",
+            *small,
+        ),
+        ctx,
+    )
+    assert two["test"]["teacher_1"]["auc"] == pytest.approx(
+        alone["test"]["ensemble"]["auc"], abs=1e-6
+    )
+    assert two["test"]["teacher_0"]["auc"] == pytest.approx(
+        teacher["test"]["ensemble"]["auc"], abs=1e-6
+    )
+    assert len(two["test_weights"]["gate"]) == 2 and min(two["test_weights"]["gate"]) > 0
 
 
 def test_cotrained_hint_distillation_monitored_by_distillation_loss(ctx, data, tmp_path):

@@ -30,6 +30,7 @@ from recsys_kdef.distributed import (
     build_optimizer,
     destroy_distributed,
     init_distributed,
+    quiet_library_warnings,
     shard_model,
 )
 from recsys_kdef.models.ensemble import build_model
@@ -180,6 +181,7 @@ def main() -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before anything asks torch.cuda
     args.hidden = list(args.hidden)
 
+    quiet_library_warnings()
     ctx = init_distributed()  # one process: cuda if present, else cpu
     if ctx.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
