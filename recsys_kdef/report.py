@@ -23,11 +23,16 @@ def with_best_student(
 
 
 def plan_summary(plan: ShardingPlan) -> dict[str, dict[str, Any]]:
-    """{table: {sharding_type, compute_kernel, ranks}} of a TorchRec sharding plan."""
+    """{table: {sharding_type, compute_kernel, ranks}} of a TorchRec sharding plan.
+
+    With several sharded modules (ECKD's student and teachers, whose table names repeat)
+    the keys are `module_path/table`.
+    """
+    qualify = len(plan.plan) > 1
     out = {}
-    for module_plan in plan.plan.values():
+    for module_path, module_plan in plan.plan.items():
         for table, sharding in module_plan.items():  # type: ignore[union-attr]
-            out[table] = {
+            out[f"{module_path}/{table}" if qualify else table] = {
                 "sharding_type": sharding.sharding_type,
                 "compute_kernel": sharding.compute_kernel,
                 "ranks": sharding.ranks,

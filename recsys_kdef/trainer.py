@@ -100,7 +100,9 @@ class Trainer:
                     if self._validate(valid, result, epoch, step, window):
                         return self._finish(result, step, stopped_early=True, bar=bar)
             bar.close()
-            if not self.cfg.eval_every_steps:
+            last_epoch = epoch == self.cfg.epochs - 1
+            # validate each epoch, or (every N steps) once more at the end if the last step was not one
+            if not self.cfg.eval_every_steps or (last_epoch and step % self.cfg.eval_every_steps):
                 if self._validate(valid, result, epoch, step, window):
                     return self._finish(result, step, stopped_early=True)
         return self._finish(result, step, stopped_early=False)

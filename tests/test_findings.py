@@ -179,6 +179,10 @@ def test_distilled_student_beats_the_same_student_alone(ctx, data, tmp_path):
     )
     assert sum(distilled["test_weights"]["gate"]) == pytest.approx(1.0)
     assert set(distilled["test_loss"]) == {"ctr", "distill"}
+    fields = len(Schema.load(data).sparse)
+    assert (
+        len(distilled["plan"]) == fields + 4 * fields
+    )  # the student's tables and the teacher's K x F
     # several teachers of different architectures, each rebuilt from its own checkpoint's config
     two = run(
         config(
