@@ -18,8 +18,8 @@ from torchrec.distributed.types import ShardingPlan
 from torchrec.optim.keyed import CombinedOptimizer
 
 from recsys_kdef.checkpoint import load_full_state_dict, save_checkpoint
-from recsys_kdef.config import ExperimentConfig, load_config, to_dict
-from recsys_kdef.data import Readers, Schema, build_readers
+from recsys_kdef.config import ConfigError, ExperimentConfig, load_config, to_dict
+from recsys_kdef.data import DataError, Readers, Schema, build_readers
 from recsys_kdef.distributed import (
     DistContext,
     build_optimizer,
@@ -122,13 +122,16 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True
     )
     quiet_library_warnings()
-    cfg = load_config(sys.argv[1:] if argv is None else argv)
-    ctx = init_distributed()
-    logger.setLevel(logging.INFO if ctx.is_main else logging.WARNING)
     try:
-        run(cfg, ctx)
-    finally:
-        destroy_distributed()
+        cfg = load_config(sys.argv[1:] if argv is None else argv)
+        ctx = init_distributed()
+        logger.setLevel(logging.INFO if ctx.is_main else logging.WARNING)
+        try:
+            run(cfg, ctx)
+        finally:
+            destroy_distributed()
+    except (ConfigError, DataError) as e:  # the user's to fix: the message says what and where
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

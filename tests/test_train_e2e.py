@@ -221,6 +221,7 @@ def test_report_is_not_written_when_training_fails(overfit_data, tmp_path):
     )
     assert proc.returncode != 0
     assert "lower data.batch_size" in proc.stderr
+    assert "Traceback" not in proc.stderr  # a data error is a message for the user, not a crash
     assert not (tmp_path / "out").exists()
 
 
