@@ -297,11 +297,6 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
-def barrier() -> None:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
-
-
 def exchange_rows(tensor: torch.Tensor, dest: torch.Tensor) -> torch.Tensor:
     """Send row i of `tensor` (N, ...) to rank dest[i]; returns the rows this rank received."""
     if not dist.is_initialized() or dist.get_world_size() == 1:

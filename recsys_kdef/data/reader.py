@@ -113,10 +113,6 @@ class ParquetBatchReader:
             return min(rows) // self.batch_size
         return max(-(-r // self.batch_size) for r in rows)
 
-    def num_rows(self) -> int:
-        """Rows this rank reads this epoch (before training drops the partial tail)."""
-        return sum(g.num_rows for g in self._assignment()[self.rank])
-
     def __iter__(self) -> Iterator[Batch]:
         steps = len(self)
         if self.training and steps == 0:
