@@ -62,6 +62,10 @@ def export_artifact(checkpoint: str | Path, out_dir: str | Path, student: str = 
         head = "fused" if cfg.fusion.name != "none" else "ensemble"
         chosen = None
     else:
+        if student != "best" and not student.isdigit():
+            raise ValueError(
+                f"--student must be best, ensemble or a student index, got {student!r}"
+            )
         chosen = ckpt["best_student"] if student == "best" else int(student)
         state = select_student(state, cfg, chosen)
         cfg = replace(cfg, num_students=1, fusion=FusionConfig())

@@ -130,6 +130,9 @@ def test_exported_ensemble_and_chosen_student(trained, tiny_dataset, tmp_path):
     torch.testing.assert_close(student2.predict(batch), inside["student_2"], rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="student 7 does not exist"):
         export_artifact(trained / "checkpoint.pt", tmp_path / "s7", "7")
+    with pytest.raises(ValueError, match="best, ensemble or a student index, got 'bestt'"):
+        export_artifact(trained / "checkpoint.pt", tmp_path / "x", "bestt")
+    assert not (tmp_path / "s7").exists() and not (tmp_path / "x").exists()  # nothing half-written
 
 
 def test_scoring_a_file_without_labels(trained, tiny_dataset, tmp_path):

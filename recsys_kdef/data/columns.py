@@ -65,20 +65,7 @@ class Columns:
         for j, f in enumerate(schema.dense):
             col = pc.fill_null(table.column(f.name).combine_chunks(), 0)
             dense[:, j] = col.to_numpy(zero_copy_only=False)
-        if not with_label:
-            label_col = pa.array(np.zeros(n, np.float32))
-        else:
-            label_col = table.column(schema.label).combine_chunks()
-        if label_col.null_count:
-            raise DataError(
-                f"{where}: column '{schema.label}' (the label) has {label_col.null_count} nulls"
-            )
-        labels = label_col.to_numpy(zero_copy_only=False).astype(np.float32)
-        if labels.size and not np.all((labels == 0) | (labels == 1)):
-            bad = labels[(labels != 0) & (labels != 1)][0]
-            raise DataError(
-                f"{where}: column '{schema.label}' (the label) has value {bad}; expected 0 or 1"
-            )
+        labels = _labels(table, schema, where) if with_label else np.zeros(n, np.float32)
         groups = None
         if schema.group is not None:
             gcol = table.column(schema.group).combine_chunks()
@@ -145,3 +132,17 @@ class Columns:
             groups=None if self.groups is None else torch.from_numpy(self.groups),
             padding=padding,
         )
+
+
+def _labels(table: pa.Table, schema: Schema, where: str) -> np.ndarray:
+    """The label column as float32 0/1, or a DataError naming the nulls or the bad value."""
+    col = table.column(schema.label).combine_chunks()
+    if col.null_count:
+        raise DataError(f"{where}: column '{schema.label}' (the label) has {col.null_count} nulls")
+    labels = col.to_numpy(zero_copy_only=False).astype(np.float32)
+    if labels.size and not np.all((labels == 0) | (labels == 1)):
+        bad = labels[(labels != 0) & (labels != 1)][0]
+        raise DataError(
+            f"{where}: column '{schema.label}' (the label) has value {bad}; expected 0 or 1"
+        )
+    return labels
