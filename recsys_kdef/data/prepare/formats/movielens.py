@@ -1,0 +1,116 @@
+"""MovieLens-1M as the ML_1M CTR task of the KDEF authors.
+
+ratings.dat (UserID::MovieID::Rating::Timestamp) is streamed; users.dat
+(UserID::Gender::Age::Occupation::Zip-code) and movies.dat (MovieID::Title::Genres, Latin-1)
+beside it are small and read whole. Ratings of 3 are left out (counted in the card), the
+label is Rating > 3. Fields: UserID, Gender, Age, Occupation, MovieID, Release (the year in
+the title), Genres (multi-valued, '|'-separated, mean-pooled).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recsys_kdef.data.prepare.formats.base import Features, FieldSpec, Format
+from recsys_kdef.data.prepare.text import Chunk, TextLayout
+from recsys_kdef.data.schema import DataError
+
+RATINGS = ("UserID", "MovieID", "Rating", "Timestamp")
+YEAR = re.compile(r"\((\d{4})\)\s*$")
+
+
+class MovieLens(Format):
+    name = "movielens"
+    description = "MovieLens-1M ratings.dat + users.dat + movies.dat ('::'-separated)"
+    default_min_count = 1
+    group = "UserID"
+    layout = TextLayout(
+        delimiter="\t", columns=RATINGS, types={c: pa.int64() for c in RATINGS}, separator="::"
+    )
+
+    def __init__(self, args) -> None:
+        super().__init__(args)
+        self._side: dict[Path, tuple[Lookup, Lookup]] = {}
+
+    def fields(self) -> list[FieldSpec]:
+        names = ["UserID", "Gender", "Age", "Occupation", "MovieID", "Release"]
+        return [FieldSpec(n) for n in names] + [FieldSpec("Genres", "multi", "mean")]
+
+    def resolve(self, raw: Path) -> list[Path]:
+        """A directory means its ratings.dat."""
+        return [raw / "ratings.dat" if raw.is_dir() else raw]
+
+    def side_tables(self, ratings: Path) -> tuple[Lookup, Lookup]:
+        """users.dat and movies.dat beside `ratings`, as lookups by UserID / MovieID."""
+        if ratings.parent not in self._side:
+            users = _records(
+                ratings.parent / "users.dat", "UserID::Gender::Age::Occupation::Zip-code"
+            )
+            movies = _records(ratings.parent / "movies.dat", "MovieID::Title::Genres")
+            years = [(m := YEAR.search(title)) and m.group(1) or "" for title in movies[1]]
+            self._side[ratings.parent] = (
+                Lookup(users[0], {"Gender": users[1], "Age": users[2], "Occupation": users[3]}),
+                Lookup(
+                    movies[0],
+                    {"Release": years, "Genres": [g.split("|") for g in movies[2]]},
+                ),
+            )
+        return self._side[ratings.parent]
+
+    def features(self, chunk: Chunk) -> Features:
+        users, movies = self.side_tables(chunk.path)
+        t = chunk.table
+        rating = pc.fill_null(t["Rating"], -1).to_numpy()
+        chunk = chunk.require(np.isin(rating, [1, 2, 3, 4, 5]), "column 'Rating' must be 1..5")
+        chunk = chunk.require(users.has(chunk.table["UserID"]), "UserID is not in users.dat")
+        chunk = chunk.require(movies.has(chunk.table["MovieID"]), "MovieID is not in movies.dat")
+        kept = chunk.table["Rating"].to_numpy() != 3
+        t = chunk.table.filter(pa.array(kept))
+        sparse = {"UserID": t["UserID"].combine_chunks(), "MovieID": t["MovieID"].combine_chunks()}
+        sparse.update(users.take(t["UserID"]))
+        sparse.update(movies.take(t["MovieID"]))
+        labels = (t["Rating"].to_numpy() > 3).astype(np.int8)
+        return Features(sparse, {}, labels, chunk.lines[kept], filtered=int((~kept).sum()))
+
+
+class Lookup:
+    """Attributes by integer id (a side table held in memory)."""
+
+    def __init__(self, ids: list[str], columns: dict[str, list]) -> None:
+        keys = np.array([int(i) for i in ids], np.int64)
+        self.row = np.full(keys.max() + 2, -1, np.int64)
+        self.row[keys] = np.arange(len(keys))
+        self.table = pa.table(columns)
+
+    def _rows(self, ids: pa.ChunkedArray) -> np.ndarray:
+        ids = pc.fill_null(ids, -1).to_numpy()
+        inside = (ids >= 0) & (ids < len(self.row))
+        return np.where(inside, self.row[np.where(inside, ids, len(self.row) - 1)], -1)
+
+    def has(self, ids: pa.ChunkedArray) -> np.ndarray:
+        return self._rows(ids) >= 0
+
+    def take(self, ids: pa.ChunkedArray) -> dict[str, pa.Array]:
+        taken = self.table.take(pa.array(self._rows(ids)))
+        return {name: taken[name].combine_chunks() for name in taken.column_names}
+
+
+def _records(path: Path, layout: str) -> list[list[str]]:
+    """The '::'-separated columns of a small Latin-1 file, or an error naming the line."""
+    if not path.is_file():
+        raise DataError(f"{path}: not found; MovieLens-1M needs it beside ratings.dat")
+    width = layout.count("::") + 1
+    rows = []
+    for n, line in enumerate(path.read_bytes().decode("latin-1").splitlines(), 1):
+        parts = line.split("::")
+        if len(parts) != width or not parts[0].strip().isdigit():
+            raise DataError(f"{path}:{n}: expected {layout}, got {line[:200]!r}")
+        rows.append(parts)
+    if not rows:
+        raise DataError(f"{path}: empty; expected lines of {layout}")
+    return [list(col) for col in zip(*rows)]

@@ -1,0 +1,422 @@
+"""Raw files -> a dataset directory (schema.json + train/valid/test Parquet), in two passes.
+
+Pass 1 reads every raw row, assigns its split and counts the tokens of the training rows;
+the vocabularies are fitted from those counts; pass 2 reads the raw rows again, encodes them
+and writes each split. Memory holds one chunk and the token counts, never the rows. The
+output is built in a hidden sibling directory and renamed into place at the end, so a run
+that fails or is killed leaves nothing that looks like a dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from recsys_kdef.data.prepare.formats import Features, Format
+from recsys_kdef.data.prepare.text import BadRows
+from recsys_kdef.data.prepare.vocab import TokenCounter, Vocabulary
+from recsys_kdef.data.schema import SPLITS, DataError, DenseField, Schema, SparseField
+
+CARD_VERSION = 1
+MIN_ROW_GROUPS = 16  # per split, when it has the rows: up to 16 ranks can read it
+
+
+@dataclass(kw_only=True)
+class PrepareOptions:
+    """How raw rows become a dataset (the format's own options live on the format)."""
+
+    min_count: int | None = None
+    """Tokens seen fewer times in the training split share the OOV id (None: the format's default)."""
+    max_vocab: dict[str, int] = field(default_factory=dict)
+    """Per field (or '*' for all), the most ids a table may have, padding and OOV included."""
+    split: Literal["random", "files", "order"] = "random"
+    """random: each raw row by a seeded hash; files: given per split; order: by position."""
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 2024
+    skip_bad_rows: bool = False
+    row_group_size: int = 131_072
+    rows_per_file: int = 4_194_304
+    chunk_bytes: int = 32 << 20
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.ratios) != 3 or min(self.ratios) < 0 or abs(sum(self.ratios) - 1) > 1e-6:
+            raise DataError(f"--ratios must be three shares summing to 1, got {self.ratios}")
+        if self.min_count is not None and self.min_count < 1:
+            raise DataError(f"--min-count must be >= 1, got {self.min_count}")
+        for name, cap in self.max_vocab.items():
+            if cap < 3:
+                raise DataError(f"--max-vocab {name}={cap}: a table needs padding, OOV and a token")
+        if self.row_group_size < 1 or self.rows_per_file < 1 or self.chunk_bytes < 1024:
+            raise DataError("row_group_size and rows_per_file must be >= 1, chunk_bytes >= 1024")
+
+
+@dataclass(frozen=True)
+class RawFile:
+    path: Path
+    split: str | None = None  # with split="files"
+
+
+@dataclass
+class PrepareResult:
+    schema: Schema
+    seconds: dict[str, float]  # per pass
+    raw_rows: int
+    kept: bool = False  # an identical dataset was already there
+
+
+def prepare(
+    fmt: Format,
+    raw: list[RawFile],
+    out: str | Path,
+    opts: PrepareOptions,
+    force: bool = False,
+) -> PrepareResult:
+    """Write the dataset `fmt` reads from `raw` to `out`; see the module docstring."""
+    out = Path(out)
+    raw = _check_raw(raw, opts)
+    fmt.inspect(raw[0].path)
+    fingerprint = _fingerprint(fmt, raw, opts)
+    if out.exists():
+        existing = _existing_fingerprint(out)
+        if existing == fingerprint and not force:
+            print(
+                f"{out}: already prepared from these files and options; keeping it (--force to redo)"
+            )
+            return PrepareResult(Schema.load(out), {}, 0, kept=True)
+        if not force:
+            raise DataError(
+                f"{out} exists and was not prepared from these files and options; "
+                "remove it or pass --force to overwrite it"
+            )
+    specs = fmt.fields()
+    sparse_specs = [f for f in specs if f.is_sparse]
+    min_count = fmt.default_min_count if opts.min_count is None else opts.min_count
+    splitter = Splitter(fmt, raw, opts)
+
+    # pass 1: splits, token counts of the training rows, row counts
+    start = time.perf_counter()
+    bad = BadRows(skip=opts.skip_bad_rows)
+    counters = {f.name: TokenCounter() for f in sparse_specs}
+    rows = dict.fromkeys(SPLITS, 0)
+    positives = dict.fromkeys(SPLITS, 0)
+    raw_rows = filtered = 0
+    bar = _bar(opts, "pass 1/2 count", None)
+    for index, feats in _stream(fmt, raw, bad, opts):
+        split = splitter(index, feats.lines)
+        train = split == 0
+        for f in sparse_specs:
+            tokens = feats.sparse[f.name]
+            if f.kind == "multi":
+                tokens = pc.list_flatten(tokens.filter(pa.array(train)))
+            else:
+                tokens = tokens.filter(pa.array(train))
+            counters[f.name].add(tokens)
+        for s, name in enumerate(SPLITS):
+            rows[name] += int((split == s).sum())
+            positives[name] += int(feats.labels[split == s].sum())
+        raw_rows += len(np.unique(feats.lines)) + feats.filtered
+        filtered += feats.filtered
+        bar.update(len(feats) + feats.filtered)
+    bar.close()
+    seconds = {"pass1": time.perf_counter() - start}
+    empty = [name for name in SPLITS if rows[name] == 0]
+    if empty:
+        raise DataError(
+            f"split(s) {empty} would be empty ({rows}); give more rows or other --ratios"
+        )
+
+    cap = {f.name: opts.max_vocab.get(f.name, opts.max_vocab.get("*")) for f in sparse_specs}
+    vocabs = {
+        name: Vocabulary.fit(counter.counts(), min_count, cap[name])
+        for name, counter in counters.items()
+    }
+    del counters
+    schema = Schema(
+        sparse=tuple(
+            SparseField(f.name, vocabs[f.name].size, f.kind == "multi", f.pooling)
+            for f in sparse_specs
+        ),
+        dense=tuple(DenseField(f.name) for f in specs if not f.is_sparse),
+        label="label",
+        group=fmt.group,
+    )
+
+    # pass 2: encode and write, into a hidden directory renamed into place at the end
+    start = time.perf_counter()
+    tmp = _fresh_tmp(out)
+    try:
+        writers = {
+            name: SplitWriter(tmp / name, schema.arrow_schema(), _row_group(opts, rows[name]), opts)
+            for name in SPLITS
+        }
+        bar = _bar(opts, "pass 2/2 write", sum(rows.values()) + filtered)
+        for index, feats in _stream(fmt, raw, BadRows(skip=True), opts):
+            split = splitter(index, feats.lines)
+            table = encode(feats, schema, vocabs)
+            for s, name in enumerate(SPLITS):
+                writers[name].write(table.filter(pa.array(split == s)))
+            bar.update(len(feats) + feats.filtered)
+        bar.close()
+        written = {name: w.close() for name, w in writers.items()}
+        if written != rows:
+            raise DataError(
+                f"raw files changed while preparing: pass 1 saw {rows}, pass 2 {written}"
+            )
+        seconds["pass2"] = time.perf_counter() - start
+        card = {
+            "source": {
+                "format": fmt.name,
+                "description": fmt.description,
+                "files": fingerprint["files"],
+            },
+            "options": fingerprint["options"],
+            "raw_rows": raw_rows,
+            "filtered_rows": filtered,
+            "bad_rows": {"count": bad.count, "examples": bad.examples},
+            "fields": {name: v.card() for name, v in vocabs.items()},
+            "min_count": min_count,
+            "version": _version(),
+            "card_version": CARD_VERSION,
+        }
+        schema = Schema(
+            sparse=schema.sparse,
+            dense=schema.dense,
+            label=schema.label,
+            group=schema.group,
+            extra={
+                "rows": rows,
+                "ctr": {n: round(positives[n] / rows[n], 6) for n in SPLITS},
+                "card": card,
+            },
+        )
+        (tmp / "vocab").mkdir()
+        for name, v in vocabs.items():
+            pq.write_table(v.to_table(), tmp / "vocab" / f"{name}.parquet")
+        schema.save(tmp)
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PrepareResult(schema, seconds, raw_rows)
+
+
+def encode(feats: Features, schema: Schema, vocabs: dict[str, Vocabulary]) -> pa.Table:
+    """One chunk's features as the dataset's Arrow layout (ids, floats, label)."""
+    arrays = []
+    for f in schema.sparse:
+        tokens, vocab = feats.sparse[f.name], vocabs[f.name]
+        if f.multi_valued:
+            lengths = pc.fill_null(pc.list_value_length(tokens), 0).to_numpy(zero_copy_only=False)
+            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+            ids = vocab.encode(pc.list_flatten(tokens))
+            arrays.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids)))
+        else:
+            arrays.append(pa.array(vocab.encode(tokens)))
+    arrays += [pa.array(feats.dense[f.name], pa.float32()) for f in schema.dense]
+    arrays.append(pa.array(feats.labels.astype(np.float32)))
+    return pa.Table.from_arrays(arrays, schema=schema.arrow_schema())
+
+
+class Splitter:
+    """The split (0 train, 1 valid, 2 test) of each row, from its file and raw line."""
+
+    def __init__(self, fmt: Format, raw: list[RawFile], opts: PrepareOptions) -> None:
+        self.mode = opts.split
+        self.seed = np.uint64(opts.seed)
+        self.cuts = np.cumsum(opts.ratios)[:2]
+        self.files = raw
+        if self.mode == "order":  # a byte scan to count lines: positions need the total
+            sizes = [fmt.count_rows(r.path) for r in raw]
+            self.offsets = np.concatenate([[0], np.cumsum(sizes)])
+            self.total = max(int(self.offsets[-1]), 1)
+            self.header = fmt.header_lines()
+
+    def __call__(self, file_index: int, lines: np.ndarray) -> np.ndarray:
+        if self.mode == "files":
+            return np.full(len(lines), SPLITS.index(self.files[file_index].split), np.int8)
+        if self.mode == "order":
+            position = self.offsets[file_index] + lines - 1 - self.header
+            u = position / self.total
+        else:
+            u = _uniform(self.seed, np.uint64(file_index), lines.astype(np.uint64))
+        return np.searchsorted(self.cuts, u, side="right").astype(np.int8)
+
+
+def _uniform(seed: np.uint64, file_index: np.uint64, lines: np.ndarray) -> np.ndarray:
+    """A uniform number in [0, 1) per (seed, file, line): splitmix64, so chunking never matters."""
+    with np.errstate(over="ignore"):
+        x = lines * np.uint64(0x9E3779B97F4A7C15) + file_index * np.uint64(0xD1B54A32D192ED03)
+        x = x + seed * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+class SplitWriter:
+    """Parquet files of one split: row groups of `row_group_size`, a new file every
+    `rows_per_file` rows (rounded to whole row groups)."""
+
+    def __init__(self, directory: Path, schema: pa.Schema, row_group_size: int, opts) -> None:
+        directory.mkdir(parents=True)
+        self.directory, self.schema, self.rg = directory, schema, row_group_size
+        self.groups_per_file = max(1, -(-opts.rows_per_file // row_group_size))
+        self.buffer: list[pa.Table] = []
+        self.buffered = 0
+        self.writer: pq.ParquetWriter | None = None
+        self.files = 0
+        self.groups_in_file = 0
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        self.buffer.append(table)
+        self.buffered += table.num_rows
+        if self.buffered >= self.rg:
+            whole = pa.concat_tables(self.buffer)
+            n = self.buffered // self.rg * self.rg
+            for startrow in range(0, n, self.rg):
+                self._group(whole.slice(startrow, self.rg))
+            rest = whole.slice(n)
+            self.buffer, self.buffered = [rest], rest.num_rows
+
+    def _group(self, table: pa.Table) -> None:
+        if self.writer is None or self.groups_in_file == self.groups_per_file:
+            if self.writer is not None:
+                self.writer.close()
+            path = self.directory / f"part-{self.files:05d}.parquet"
+            self.writer = pq.ParquetWriter(path, self.schema)
+            self.files += 1
+            self.groups_in_file = 0
+        self.writer.write_table(table, row_group_size=self.rg)
+        self.groups_in_file += 1
+        self.rows += table.num_rows
+
+    def close(self) -> int:
+        if self.buffered:
+            self._group(pa.concat_tables(self.buffer))
+        if self.writer is not None:
+            self.writer.close()
+        return self.rows
+
+
+def _stream(fmt: Format, raw: list[RawFile], bad: BadRows, opts) -> Iterator[tuple[int, Features]]:
+    for index, r in enumerate(raw):
+        for chunk in fmt.chunks(r.path, bad, opts.chunk_bytes):
+            feats = fmt.features(chunk)
+            if len(feats) or feats.filtered:
+                yield index, feats
+
+
+def _row_group(opts: PrepareOptions, rows: int) -> int:
+    return max(1, min(opts.row_group_size, -(-rows // MIN_ROW_GROUPS)))
+
+
+def _check_raw(raw: list[RawFile], opts: PrepareOptions) -> list[RawFile]:
+    if not raw:
+        raise DataError("no raw files given (--raw PATH ...)")
+    for r in raw:
+        if not r.path.is_file():
+            raise DataError(f"{r.path}: raw file not found")
+    if opts.split == "files":
+        given = {r.split for r in raw}
+        if given != set(SPLITS):
+            raise DataError(
+                "--split files needs raw files for train, valid and test, as --raw train=PATH "
+                f"--raw valid=PATH --raw test=PATH; got splits {sorted(map(str, given))}"
+            )
+    elif any(r.split is not None for r in raw):
+        raise DataError("'split=PATH' raw files need --split files")
+    return raw
+
+
+def _fingerprint(fmt: Format, raw: list[RawFile], opts: PrepareOptions) -> dict:
+    """What the output depends on: the raw files (name, size, mtime) and every option."""
+    options = asdict(opts)
+    options.pop("progress")
+    options["ratios"] = list(options["ratios"])
+    options["format"] = fmt.options()
+    files = [
+        {
+            "name": r.path.name,
+            "bytes": r.path.stat().st_size,
+            "mtime_ns": r.path.stat().st_mtime_ns,
+            "split": r.split,
+        }
+        for r in raw
+    ]
+    return {"files": files, "options": options}
+
+
+def _existing_fingerprint(out: Path) -> dict | None:
+    try:
+        card = Schema.load(out).extra.get("card", {})
+    except DataError:
+        return None
+    return {"files": card.get("source", {}).get("files"), "options": card.get("options")}
+
+
+def _fresh_tmp(out: Path) -> Path:
+    """A hidden sibling of `out` for this process; leftovers of killed runs are removed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.prepare-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = out.parent / f".{out.name}.prepare-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Move `tmp` to `out`; an old `out` is moved aside first and deleted after."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _bar(opts: PrepareOptions, desc: str, total: int | None) -> tqdm:
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=" rows",
+        unit_scale=True,
+        disable=not opts.progress,
+        smoothing=0.1,
+    )
+
+
+def _version() -> str:
+    try:
+        return version("recsys-kdef")
+    except PackageNotFoundError:
+        return "unknown"

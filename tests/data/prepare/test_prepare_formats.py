@@ -1,0 +1,319 @@
+"""Each raw format, written by hand in its exact layout, round-trips: the ids in the Parquet
+files equal an independent re-computation (vocabulary on the training rows, most frequent
+first, min_count, OOV, padding 0), labels, bucketing, derived and multi-valued fields."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from recsys_kdef.data.prepare.__main__ import main as prepare_main
+from recsys_kdef.data.schema import Schema
+
+
+def run_prepare(fmt: str, raw: list, out: Path, *options: str) -> Schema:
+    prepare_main([fmt, "--raw", *map(str, raw), "--out", str(out), "--no-progress", *options])
+    return Schema.load(out)
+
+
+def read_split(out: Path, split: str) -> dict[str, list]:
+    files = sorted((out / split).glob("*.parquet"))
+    columns: dict[str, list] = {}
+    for f in files:
+        for k, v in pq.read_table(f).to_pydict().items():
+            columns.setdefault(k, []).extend(v)
+    return columns
+
+
+def expected_vocab(train_tokens: list, min_count: int) -> dict:
+    """FuxiCTR's rule, written out: kept tokens by count desc then token, ids from 1."""
+    counts = Counter(t for t in train_tokens if t is not None)
+    kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
+    return {t: i + 1 for i, t in enumerate(kept)}
+
+
+def encode(tokens: list, vocab: dict) -> list[int]:
+    oov = len(vocab) + 1
+    return [vocab.get(t, oov) for t in tokens]
+
+
+def check_field(out: Path, schema: Schema, name: str, tokens: list, n_train: int, min_count: int):
+    """Rows 0..n_train-1 are train (order split); the ids of every split match the tokens."""
+    vocab = expected_vocab(tokens[:n_train], min_count)
+    field = next(f for f in schema.sparse if f.name == name)
+    assert field.vocab_size == len(vocab) + 2, name
+    got = []
+    for split in ("train", "valid", "test"):
+        got += read_split(out, split)[name]
+    assert got == encode(tokens, vocab), name
+
+
+def bucket(x: int) -> int:
+    return int(math.floor(math.log(x) ** 2)) if x > 2 else x
+
+
+def test_criteo_bucketised_and_dense(tmp_path):
+    rows = [
+        ["1", "5", "", "0", "-1", *["1"] * 9, "aa", "bb", "", *["cc"] * 23],
+        ["0", "5", "3", "100", "2", *["1"] * 9, "aa", "dd", "ee", *["cc"] * 23],
+        ["0", "", "3", "7", "2", *["1"] * 9, "aa", "bb", "ee", *["cc"] * 23],
+        ["1", "40", "3", "7", "1000", *["1"] * 9, "zz", "bb", "", *["cc"] * 23],
+        ["0", "5", "9", "7", "2", *["1"] * 9, "aa", "bb", "ee", *["cc"] * 23],
+        ["1", "5", "3", "8", "2", *["1"] * 9, "aa", "yy", "ee", *["cc"] * 23],
+        ["0", "5", "3", "7", "2", *["1"] * 9, "aa", "bb", "ee", *["cc"] * 23],
+        ["0", "5", "3", "7", "2", *["1"] * 9, "qq", "bb", "ee", *["cc"] * 23],
+        ["1", "6", "3", "7", "2", *["1"] * 9, "aa", "bb", "ee", *["cc"] * 23],
+        ["0", "5", "3", "7", "2", *["1"] * 9, "aa", "bb", "ee", *["cc"] * 23],
+    ]
+    raw = tmp_path / "train.txt"
+    raw.write_text("".join("\t".join(r) + "\n" for r in rows))
+    out = tmp_path / "criteo"
+    schema = run_prepare(
+        "criteo", [raw], out, "--split", "order", "--ratios", "0.6,0.2,0.2", "--min-count", "2"
+    )
+    assert schema.extra["rows"] == {"train": 6, "valid": 2, "test": 2}
+    assert len(schema.sparse) == 39 and not schema.dense
+    for j, name in enumerate(["I1", "I2", "I3", "I4"]):
+        tokens = [bucket(int(r[1 + j]) if r[1 + j] else 0) for r in rows]
+        check_field(out, schema, name, tokens, 6, 2)
+    for j, name in enumerate(["C1", "C2", "C3"]):
+        check_field(out, schema, name, [r[14 + j] for r in rows], 6, 2)
+    labels = sum((read_split(out, s)["label"] for s in ("train", "valid", "test")), [])
+    assert labels == [float(r[0]) for r in rows]
+
+    dense = run_prepare(
+        "criteo", [raw], tmp_path / "dense", "--split", "order", "--numeric", "dense"
+    )
+    assert [f.name for f in dense.dense] == [f"I{i}" for i in range(1, 14)]
+    i4 = read_split(tmp_path / "dense", "train")["I4"]
+    assert i4 == pytest.approx([math.log1p(max(int(r[4]), 0)) for r in rows[:8]], rel=1e-6)
+
+
+def test_avazu_hour_becomes_hour_weekday_weekend_and_id_is_dropped(tmp_path):
+    header = "id,click,hour,C1,banner_pos,site_id,site_domain,site_category,app_id,app_domain,app_category,device_id,device_ip,device_model,device_type,device_conn_type,C14,C15,C16,C17,C18,C19,C20,C21"
+    hours = ["14102100", "14102513", "14102623", "14102100", "14102207"]  # Tue, Sat, Sun, Tue, Wed
+    lines = [f"{i}9{i},{i % 2},{h}," + ",".join(["x"] * 21) for i, h in enumerate(hours)]
+    raw = tmp_path / "train.csv"
+    raw.write_text(header + "\n" + "\n".join(lines) + "\n")
+    out = tmp_path / "avazu"
+    schema = run_prepare(
+        "avazu", [raw], out, "--split", "order", "--ratios", "0.6,0.2,0.2", "--min-count", "1"
+    )
+    assert "id" not in schema.sparse_names and "click" not in schema.sparse_names
+    assert schema.sparse_names[:3] == ["hour", "weekday", "weekend"]
+    check_field(out, schema, "hour", [0, 13, 23, 0, 7], 3, 1)
+    check_field(out, schema, "weekday", [1, 5, 6, 1, 2], 3, 1)  # Monday = 0
+    check_field(out, schema, "weekend", [0, 1, 1, 0, 0], 3, 1)
+
+
+def kdd12_lines() -> list[list[int]]:
+    # Click, Impression, DisplayURL, AdID, AdvertiserID, Depth, Position, QueryID, KeywordID, TitleID, DescriptionID, UserID
+    return [
+        [0, 1, 7, 10, 3, 2, 1, 100, 5, 50, 60, 1],
+        [2, 3, 7, 11, 3, 3, 2, 101, 5, 50, 61, 2],
+        [0, 2, 8, 10, 4, 2, 2, 100, 6, 51, 60, 1],
+        [1, 1, 7, 10, 3, 1, 1, 102, 5, 50, 60, 9],
+        [0, 1, 7, 12, 3, 2, 1, 100, 5, 52, 62, 3],
+    ]
+
+
+def test_kdd12_click_label_profile_join_and_bucketing(tmp_path):
+    lines = kdd12_lines()
+    raw = tmp_path / "training.txt"
+    raw.write_text("".join("\t".join(map(str, r)) + "\n" for r in lines))
+    profile = tmp_path / "userid_profile.txt"
+    profile.write_text("1\t1\t3\n2\t2\t5\n3\t0\t1\n")  # user 9 has no profile
+    out = tmp_path / "kdd12"
+    schema = run_prepare(
+        "kdd12", [raw], out, "--profile", str(profile), "--split", "order",
+        "--ratios", "0.6,0.2,0.2", "--min-count", "1",
+    )  # fmt: skip
+    assert schema.group == "UserID"
+    assert schema.sparse_names == [
+        "Impression", "DisplayURL", "AdID", "AdvertiserID", "Depth", "Position", "QueryID",
+        "KeywordID", "TitleID", "DescriptionID", "UserID", "Gender", "Age",
+    ]  # fmt: skip
+    labels = sum((read_split(out, s)["label"] for s in ("train", "valid", "test")), [])
+    assert labels == [float(r[0] > 0) for r in lines]
+    check_field(out, schema, "AdID", [r[3] for r in lines], 3, 1)
+    check_field(out, schema, "Impression", [bucket(r[1]) for r in lines], 3, 1)
+    check_field(out, schema, "Gender", [1, 2, 1, 0, 0], 3, 1)
+    check_field(out, schema, "Age", [3, 5, 3, 0, 1], 3, 1)
+
+
+def test_kdd12_impressions_expand_to_one_row_per_view(tmp_path):
+    lines = kdd12_lines()
+    raw = tmp_path / "training.txt"
+    raw.write_text("".join("\t".join(map(str, r)) + "\n" for r in lines))
+    out = tmp_path / "views"
+    schema = run_prepare(
+        "kdd12", [raw], out, "--label", "impressions", "--split", "order", "--ratios", "0.6,0.2,0.2"
+    )
+    assert "Impression" not in schema.sparse_names
+    labels = sum((read_split(out, s)["label"] for s in ("train", "valid", "test")), [])
+    assert len(labels) == sum(r[1] for r in lines)
+    assert sum(labels) == sum(r[0] for r in lines)
+    # the views of one line stay in its split: line 2 (3 views, 2 clicks) is all in train
+    assert schema.extra["rows"] == {"train": 6, "valid": 1, "test": 1}
+
+
+def test_movielens_drops_rating_3_and_reads_side_files(tmp_path):
+    (tmp_path / "users.dat").write_text(
+        "1::F::1::10::48067\n2::M::56::16::70072\n3::M::25::15::55117\n"
+    )
+    (tmp_path / "movies.dat").write_bytes(
+        "1::Toy Story (1995)::Animation|Children's|Comedy\n"
+        "2::Jumanji (1995)::Adventure|Children's|Fantasy\n"
+        "3::Cité des enfants perdus, La (City of Lost Children, The) (1995)::Adventure|Sci-Fi\n".encode(
+            "latin-1"
+        )
+    )
+    ratings = [
+        (1, 1, 5),
+        (1, 2, 3),
+        (2, 1, 4),
+        (2, 3, 1),
+        (3, 2, 2),
+        (3, 3, 5),
+        (1, 3, 4),
+        (2, 2, 3),
+    ]
+    (tmp_path / "ratings.dat").write_text(
+        "".join(f"{u}::{m}::{r}::978300760\n" for u, m, r in ratings)
+    )
+    out = tmp_path / "ml"
+    schema = run_prepare(
+        "movielens", [tmp_path], out, "--split", "order", "--ratios", "0.5,0.25,0.25"
+    )
+    assert schema.extra["card"]["filtered_rows"] == 2
+    assert schema.group == "UserID"
+    kept = [r for r in ratings if r[2] != 3]
+    labels = sum((read_split(out, s)["label"] for s in ("train", "valid", "test")), [])
+    assert labels == [float(r[2] > 3) for r in kept]
+    genres = next(f for f in schema.sparse if f.name == "Genres")
+    assert genres.multi_valued and genres.pooling == "mean"
+    titles = {
+        1: "Animation|Children's|Comedy",
+        2: "Adventure|Children's|Fantasy",
+        3: "Adventure|Sci-Fi",
+    }
+    # the order split is by raw line (rating-3 lines count): lines 1-4 train, 5-6 valid, 7-8 test
+    train_tokens = [g for r in ratings[:4] if r[2] != 3 for g in titles[r[1]].split("|")]
+    vocab = expected_vocab(train_tokens, 1)
+    got = sum((read_split(out, s)["Genres"] for s in ("train", "valid", "test")), [])
+    assert got == [encode(titles[r[1]].split("|"), vocab) for r in kept]
+    check_field(out, schema, "Release", ["1995"] * len(kept), 3, 1)
+    check_field(out, schema, "Gender", [{1: "F", 2: "M", 3: "M"}[r[0]] for r in kept], 3, 1)
+
+
+def test_frappe_libfm_fields_by_position(tmp_path):
+    splits = {}
+    for name, lines in {
+        "train": ["1 0:1 10:1", "-1 1:1 10:1", "1 0:1 11:1"],
+        "valid": ["-1 2:1 10:1"],
+        "test": ["1 0:1 12:1"],
+    }.items():
+        splits[name] = tmp_path / f"{name}.libfm"
+        splits[name].write_text("\n".join(lines) + "\n")
+    out = tmp_path / "fm"
+    raw = [f"{k}={v}" for k, v in splits.items()]
+    schema = run_prepare("libfm", raw, out, "--split", "files", "--fields", "user,item")
+    assert schema.sparse_names == ["user", "item"]
+    check_field(out, schema, "user", ["0", "1", "0", "2", "0"], 3, 1)
+    check_field(out, schema, "item", ["10", "10", "11", "10", "12"], 3, 1)
+    labels = sum((read_split(out, s)["label"] for s in ("train", "valid", "test")), [])
+    assert labels == [1.0, 0.0, 1.0, 0.0, 1.0]
+
+
+def test_generic_csv_and_parquet_with_a_spec(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "label: clicked\nsparse: [user, item]\nmulti_valued: {tags: '|'}\ndense: [price]\ngroup: user\n"
+    )
+    raw = tmp_path / "log.csv"
+    raw.write_text(
+        "user,item,tags,price,clicked,ignored\n"
+        "u1,i1,a|b,1.5,1,x\nu2,i1,b,,0,x\nu1,i2,,2.0,0,x\nu3,i3,a|c|a,0.5,1,x\n"
+    )
+    out = tmp_path / "csv"
+    schema = run_prepare(
+        "csv", [raw], out, "--spec", str(spec), "--split", "order", "--ratios", "0.5,0.25,0.25"
+    )
+    assert schema.group == "user" and schema.dense_names == ["price"]
+    check_field(out, schema, "user", ["u1", "u2", "u1", "u3"], 2, 1)
+    vocab = expected_vocab(["a", "b", "b"], 1)
+    got = sum((read_split(out, s)["tags"] for s in ("train", "valid", "test")), [])
+    assert got == [encode(t, vocab) for t in (["a", "b"], ["b"], [], ["a", "c", "a"])]
+    prices = sum((read_split(out, s)["price"] for s in ("train", "valid", "test")), [])
+    assert prices == [1.5, 0.0, 2.0, 0.5]
+
+    import pyarrow as pa
+
+    table = pa.table(
+        {
+            "user": ["u1", "u2", "u1", "u3"],
+            "item": [1, 1, 2, 3],
+            "tags": [["a", "b"], ["b"], [], ["a", "c", "a"]],
+            "price": [1.5, None, 2.0, 0.5],
+            "clicked": [1, 0, 0, 1],
+        }
+    )
+    pq.write_table(table, tmp_path / "log.parquet")
+    out2 = tmp_path / "pq"
+    schema2 = run_prepare(
+        "parquet", [tmp_path / "log.parquet"], out2, "--spec", str(spec), "--split", "order",
+        "--ratios", "0.5,0.25,0.25",
+    )  # fmt: skip
+    assert [f.vocab_size for f in schema2.sparse] == [f.vocab_size for f in schema.sparse]
+    for split in ("train", "valid", "test"):
+        assert read_split(out2, split)["tags"] == read_split(out, split)["tags"]
+
+
+def test_min_count_and_max_vocab(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("label: y\nsparse: [a]\n")
+    tokens = ["p"] * 5 + ["q"] * 4 + ["r"] * 3 + ["s"] * 1 + ["t"] * 2
+    raw = tmp_path / "t.csv"
+    raw.write_text(
+        "a,y\n" + "".join(f"{t},{i % 2}\n" for i, t in enumerate(tokens + ["p", "s"] * 2))
+    )
+    n_train = len(tokens)  # ratios put every hand-picked token in train
+    ratios = f"{n_train / (n_train + 4)},{2 / (n_train + 4)},{2 / (n_train + 4)}"
+    out = tmp_path / "mc"
+    schema = run_prepare(
+        "csv",
+        [raw],
+        out,
+        "--spec",
+        str(spec),
+        "--split",
+        "order",
+        "--ratios",
+        ratios,
+        "--min-count",
+        "3",
+    )
+    assert schema.sparse[0].vocab_size == 3 + 2  # p, q, r + padding + OOV
+    check_field(out, schema, "a", tokens + ["p", "s"] * 2, n_train, 3)
+    card = schema.extra["card"]["fields"]["a"]
+    assert card["distinct_train_tokens"] == 5 and card["oov_share_train"] == pytest.approx(3 / 15)
+    capped = run_prepare(
+        "csv",
+        [raw],
+        tmp_path / "cap",
+        "--spec",
+        str(spec),
+        "--split",
+        "order",
+        "--ratios",
+        ratios,
+        "--max-vocab",
+        "a=4",
+    )
+    assert capped.sparse[0].vocab_size == 4  # p, q + padding + OOV: the most frequent kept
+    ids = read_split(tmp_path / "cap", "train")["a"]
+    assert ids == [1] * 5 + [2] * 4 + [3] * 6
