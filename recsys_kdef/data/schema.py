@@ -148,7 +148,8 @@ class Schema:
         if not path.is_file():
             raise DataError(
                 f"{path}: no schema.json; a dataset directory needs schema.json beside "
-                "train/, valid/ and test/ (make one with `python -m recsys_kdef.data.synthetic`)"
+                "train/, valid/ and test/ (make one with `python -m recsys_kdef.data.prepare` "
+                "from raw files, or `python -m recsys_kdef.data.synthetic`)"
             )
         try:
             return cls.from_json(json.loads(path.read_text()))

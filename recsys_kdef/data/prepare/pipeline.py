@@ -10,7 +10,9 @@ that fails or is killed leaves nothing that looks like a dataset.
 from __future__ import annotations
 
 import os
+import queue
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -127,9 +129,9 @@ def prepare(
         for s, name in enumerate(SPLITS):
             rows[name] += int((split == s).sum())
             positives[name] += int(feats.labels[split == s].sum())
-        raw_rows += len(np.unique(feats.lines)) + feats.filtered
+        raw_rows += feats.raw_rows
         filtered += feats.filtered
-        bar.update(len(feats) + feats.filtered)
+        bar.update(feats.raw_rows)
     bar.close()
     seconds = {"pass1": time.perf_counter() - start}
     empty = [name for name in SPLITS if rows[name] == 0]
@@ -162,13 +164,13 @@ def prepare(
             name: SplitWriter(tmp / name, schema.arrow_schema(), _row_group(opts, rows[name]), opts)
             for name in SPLITS
         }
-        bar = _bar(opts, "pass 2/2 write", sum(rows.values()) + filtered)
+        bar = _bar(opts, "pass 2/2 write", raw_rows)
         for index, feats in _stream(fmt, raw, BadRows(skip=True), opts):
             split = splitter(index, feats.lines)
             table = encode(feats, schema, vocabs)
             for s, name in enumerate(SPLITS):
                 writers[name].write(table.filter(pa.array(split == s)))
-            bar.update(len(feats) + feats.filtered)
+            bar.update(feats.raw_rows)
         bar.close()
         written = {name: w.close() for name, w in writers.items()}
         if written != rows:
@@ -315,11 +317,58 @@ class SplitWriter:
 
 
 def _stream(fmt: Format, raw: list[RawFile], bad: BadRows, opts) -> Iterator[tuple[int, Features]]:
-    for index, r in enumerate(raw):
-        for chunk in fmt.chunks(r.path, bad, opts.chunk_bytes):
-            feats = fmt.features(chunk)
-            if len(feats) or feats.filtered:
-                yield index, feats
+    """(file index, features) of every chunk, parsed one chunk ahead on a background thread."""
+
+    def chunks() -> Iterator[tuple[int, Features]]:
+        for index, r in enumerate(raw):
+            for chunk in fmt.chunks(r.path, bad, opts.chunk_bytes):
+                feats = fmt.features(chunk)
+                if len(feats) or feats.filtered:
+                    yield index, feats
+
+    return _prefetch(chunks())
+
+
+def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
+    """Iterate `items` on a thread, `depth` ahead: Arrow releases the GIL while it parses and
+    counts, so reading the next chunk overlaps the work on this one. Errors re-raise here."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as e:  # handed to the consumer, which raises it
+            put(_Failure(e))
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+@dataclass
+class _Failure:
+    error: BaseException
 
 
 def _row_group(opts: PrepareOptions, rows: int) -> int:

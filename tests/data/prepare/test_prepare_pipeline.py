@@ -40,22 +40,28 @@ def files_of(out: Path) -> dict[str, bytes]:
         ("avazu", 3000, []),
         ("kdd12", 3000, ["--profile", "{raw}/userid_profile.txt"]),
         ("movielens", 3000, []),
+        ("frappe", 3000, ["--split", "files"]),
     ],
 )
 def test_fake_raw_files_round_trip(tmp_path, fmt, raw_rows, options):
     raw = tmp_path / "raw"
     files = make_fake(fmt, raw, raw_rows, seed=1)
-    main_file = files[0]
+    inputs = [files[0]]
+    if fmt == "frappe":  # its own train / validation / test files
+        inputs = [f"{split}={path}" for split, path in zip(SPLITS, files)]
     options = [o.format(raw=raw) for o in options]
     out = tmp_path / "out"
-    schema = prepare(fmt, [main_file], out, *options)
+    schema = prepare(fmt, inputs, out, *options)
     rows = schema.extra["rows"]
     card = schema.extra["card"]
-    lines = main_file.read_bytes().count(b"\n") - (fmt == "avazu")  # avazu has a header
+    read = files if fmt == "frappe" else files[:1]
+    lines = sum(f.read_bytes().count(b"\n") for f in read) - (fmt == "avazu")  # a header
     assert sum(rows.values()) + card["filtered_rows"] == lines
     assert card["bad_rows"]["count"] == 0
-    # the seeded random split is about 8:1:1
-    assert abs(rows["train"] / sum(rows.values()) - 0.8) < 0.05
+    if fmt == "frappe":
+        assert [rows[s] for s in SPLITS] == [f.read_bytes().count(b"\n") for f in files]
+    else:  # the seeded random split is about 8:1:1
+        assert abs(rows["train"] / sum(rows.values()) - 0.8) < 0.05
     for split in SPLITS:
         table = pq.read_table(out / split)
         assert table.num_rows == rows[split]

@@ -37,6 +37,7 @@ class Features:
     labels: (N,) 0/1
     lines:  (N,) the raw line (or row) each row came from; the random split hashes it
     filtered: raw rows the task leaves out on purpose (e.g. MovieLens ratings of 3)
+    source_rows: the raw rows these rows came from, if not one each (KDD12's views)
     """
 
     sparse: dict[str, pa.Array]
@@ -44,9 +45,15 @@ class Features:
     labels: np.ndarray
     lines: np.ndarray
     filtered: int = 0
+    source_rows: int | None = None  # raw rows behind these rows, if not one each (KDD12 views)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def raw_rows(self) -> int:
+        """Raw rows read for this chunk (bad rows aside): kept, expanded or filtered."""
+        return (len(self) if self.source_rows is None else self.source_rows) + self.filtered
 
 
 class Format:

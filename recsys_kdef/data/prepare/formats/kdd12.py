@@ -136,4 +136,4 @@ class KDD12(Format):
                 sparse[f.name] = pa.array(bucketize(t[f.name].to_numpy()[rows]))
             else:
                 sparse[f.name] = pa.array(t[f.name].to_numpy()[rows])
-        return Features(sparse, {}, labels, chunk.lines[rows])
+        return Features(sparse, {}, labels, chunk.lines[rows], source_rows=len(chunk))
