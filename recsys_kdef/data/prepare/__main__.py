@@ -27,12 +27,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-count", type=int, help="min training count of a token (default: per format)"
     )
     common.add_argument(
+        "--max-features",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="FIELD=N",
+        help="keep a field's most frequent tokens, N ids in all ('*=N' for every field)",
+    )
+    common.add_argument(
         "--max-vocab",
         nargs="+",
         action="extend",
         default=[],
         metavar="FIELD=N",
-        help="cap a field's table at N ids, its most frequent tokens ('*=N' for every field)",
+        help="hash a field's tokens into a table of N ids, no vocabulary ('*=N' for every field)",
     )
     common.add_argument("--split", choices=["random", "files", "order"], default="random")
     common.add_argument("--ratios", default="0.8,0.1,0.1", help="train,valid,test shares")
@@ -70,12 +78,12 @@ def parse_raw(items: list[str], fmt) -> list[RawFile]:
     return raw
 
 
-def parse_caps(items: list[str]) -> dict[str, int]:
+def parse_caps(option: str, items: list[str]) -> dict[str, int]:
     caps = {}
     for item in items:
         name, _, n = item.partition("=")
         if not n.isdigit():
-            raise DataError(f"--max-vocab {item}: expected FIELD=N with N an integer")
+            raise DataError(f"{option} {item}: expected FIELD=N with N an integer")
         caps[name] = int(n)
     return caps
 
@@ -92,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
             ) from e
         opts = PrepareOptions(
             min_count=args.min_count,
-            max_vocab=parse_caps(args.max_vocab),
+            max_features=parse_caps("--max-features", args.max_features),
+            max_vocab=parse_caps("--max-vocab", args.max_vocab),
             split=args.split,
             ratios=ratios,
             seed=args.seed,

@@ -21,7 +21,7 @@ import pyarrow.csv as pcsv
 from recsys_kdef.data.prepare.formats.avazu import CATEGORICAL as AVAZU_CATEGORICAL
 from recsys_kdef.data.prepare.formats.kdd12 import COLUMNS as KDD12_COLUMNS
 from recsys_kdef.data.prepare.formats.libfm import FRAPPE
-from recsys_kdef.data.prepare.pipeline import _uniform
+from recsys_kdef.data.prepare.hashing import uniform
 
 CHUNK = 1 << 20
 # KDD Cup 2012 track 2: distinct values per column, about as in the released training.txt
@@ -51,7 +51,7 @@ def zipf(rng: np.random.Generator, n: int, vocab: int, a: float = 1.1) -> np.nda
 
 def weight(ids: np.ndarray, salt: int, scale: float) -> np.ndarray:
     """A fixed pseudo-random weight per id in [-scale, scale]."""
-    return (_uniform(np.uint64(7), np.uint64(salt), ids.astype(np.uint64)) * 2 - 1) * scale
+    return (uniform(7, salt, ids) * 2 - 1) * scale
 
 
 def click(rng: np.random.Generator, logit: np.ndarray) -> np.ndarray:

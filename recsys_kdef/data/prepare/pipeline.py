@@ -27,8 +27,9 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from recsys_kdef.data.prepare.formats import Features, Format
+from recsys_kdef.data.prepare.hashing import uniform
 from recsys_kdef.data.prepare.text import BadRows
-from recsys_kdef.data.prepare.vocab import TokenCounter, Vocabulary
+from recsys_kdef.data.prepare.vocab import HashedIds, TokenCounter, Vocabulary
 from recsys_kdef.data.schema import SPLITS, DataError, DenseField, Schema, SparseField
 
 CARD_VERSION = 1
@@ -41,8 +42,10 @@ class PrepareOptions:
 
     min_count: int | None = None
     """Tokens seen fewer times in the training split share the OOV id (None: the format's default)."""
+    max_features: dict[str, int] = field(default_factory=dict)
+    """Per field (or '*' for all): keep the most frequent tokens, at most this many ids in all."""
     max_vocab: dict[str, int] = field(default_factory=dict)
-    """Per field (or '*' for all), the most ids a table may have, padding and OOV included."""
+    """Per field (or '*' for all): hash tokens into a table of this many ids (no vocabulary)."""
     split: Literal["random", "files", "order"] = "random"
     """random: each raw row by a seeded hash; files: given per split; order: by position."""
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -58,9 +61,15 @@ class PrepareOptions:
             raise DataError(f"--ratios must be three shares summing to 1, got {self.ratios}")
         if self.min_count is not None and self.min_count < 1:
             raise DataError(f"--min-count must be >= 1, got {self.min_count}")
-        for name, cap in self.max_vocab.items():
+        for name, cap in self.max_features.items():
             if cap < 3:
-                raise DataError(f"--max-vocab {name}={cap}: a table needs padding, OOV and a token")
+                raise DataError(f"--max-features {name}={cap}: a table needs padding, OOV, a token")
+        for name, cap in self.max_vocab.items():
+            if cap < 2:
+                raise DataError(f"--max-vocab {name}={cap}: a table needs padding and a bucket")
+
+    def cap(self, caps: dict[str, int], name: str) -> int | None:
+        return caps.get(name, caps.get("*"))
         if self.row_group_size < 1 or self.rows_per_file < 1 or self.chunk_bytes < 1024:
             raise DataError("row_group_size and rows_per_file must be >= 1, chunk_bytes >= 1024")
 
@@ -68,7 +77,7 @@ class PrepareOptions:
 @dataclass(frozen=True)
 class RawFile:
     path: Path
-    split: str | None = None  # with split="files"
+    split: str | None = None  # with split="files" ("side" in the card: a joined table)
 
 
 @dataclass
@@ -105,13 +114,21 @@ def prepare(
             )
     specs = fmt.fields()
     sparse_specs = [f for f in specs if f.is_sparse]
+    for option, caps in (("--max-features", opts.max_features), ("--max-vocab", opts.max_vocab)):
+        unknown = sorted(set(caps) - {f.name for f in sparse_specs} - {"*"})
+        if unknown:
+            raise DataError(
+                f"{option}: no sparse field {unknown}; the fields are "
+                f"{', '.join(f.name for f in sparse_specs)}"
+            )
     min_count = fmt.default_min_count if opts.min_count is None else opts.min_count
     splitter = Splitter(fmt, raw, opts)
 
     # pass 1: splits, token counts of the training rows, row counts
     start = time.perf_counter()
     bad = BadRows(skip=opts.skip_bad_rows)
-    counters = {f.name: TokenCounter() for f in sparse_specs}
+    hashed = {f.name: HashedIds(n) for f in sparse_specs if (n := opts.cap(opts.max_vocab, f.name))}
+    counters = {f.name: TokenCounter() for f in sparse_specs if f.name not in hashed}
     rows = dict.fromkeys(SPLITS, 0)
     positives = dict.fromkeys(SPLITS, 0)
     raw_rows = filtered = 0
@@ -120,6 +137,8 @@ def prepare(
         split = splitter(index, feats.lines)
         train = split == 0
         for f in sparse_specs:
+            if f.name in hashed:
+                continue
             tokens = feats.sparse[f.name]
             if f.kind == "multi":
                 tokens = pc.list_flatten(tokens.filter(pa.array(train)))
@@ -140,11 +159,11 @@ def prepare(
             f"split(s) {empty} would be empty ({rows}); give more rows or other --ratios"
         )
 
-    cap = {f.name: opts.max_vocab.get(f.name, opts.max_vocab.get("*")) for f in sparse_specs}
-    vocabs = {
-        name: Vocabulary.fit(counter.counts(), min_count, cap[name])
+    vocabs: dict[str, Vocabulary | HashedIds] = {
+        name: Vocabulary.fit(counter.counts(), min_count, opts.cap(opts.max_features, name))
         for name, counter in counters.items()
     }
+    vocabs.update(hashed)
     del counters
     schema = Schema(
         sparse=tuple(
@@ -206,7 +225,8 @@ def prepare(
         )
         (tmp / "vocab").mkdir()
         for name, v in vocabs.items():
-            pq.write_table(v.to_table(), tmp / "vocab" / f"{name}.parquet")
+            if (table := v.to_table()) is not None:
+                pq.write_table(table, tmp / "vocab" / f"{name}.parquet")
         schema.save(tmp)
         _replace(tmp, out)
     except BaseException:
@@ -215,7 +235,7 @@ def prepare(
     return PrepareResult(schema, seconds, raw_rows)
 
 
-def encode(feats: Features, schema: Schema, vocabs: dict[str, Vocabulary]) -> pa.Table:
+def encode(feats: Features, schema: Schema, vocabs: dict[str, Vocabulary | HashedIds]) -> pa.Table:
     """One chunk's features as the dataset's Arrow layout (ids, floats, label)."""
     arrays = []
     for f in schema.sparse:
@@ -237,7 +257,7 @@ class Splitter:
 
     def __init__(self, fmt: Format, raw: list[RawFile], opts: PrepareOptions) -> None:
         self.mode = opts.split
-        self.seed = np.uint64(opts.seed)
+        self.seed = opts.seed
         self.cuts = np.cumsum(opts.ratios)[:2]
         self.files = raw
         if self.mode == "order":  # a byte scan to count lines: positions need the total
@@ -253,19 +273,8 @@ class Splitter:
             position = self.offsets[file_index] + lines - 1 - self.header
             u = position / self.total
         else:
-            u = _uniform(self.seed, np.uint64(file_index), lines.astype(np.uint64))
+            u = uniform(self.seed, file_index, lines)
         return np.searchsorted(self.cuts, u, side="right").astype(np.int8)
-
-
-def _uniform(seed: np.uint64, file_index: np.uint64, lines: np.ndarray) -> np.ndarray:
-    """A uniform number in [0, 1) per (seed, file, line): splitmix64, so chunking never matters."""
-    with np.errstate(over="ignore"):
-        x = lines * np.uint64(0x9E3779B97F4A7C15) + file_index * np.uint64(0xD1B54A32D192ED03)
-        x = x + seed * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
 class SplitWriter:
@@ -399,6 +408,7 @@ def _fingerprint(fmt: Format, raw: list[RawFile], opts: PrepareOptions) -> dict:
     options.pop("progress")
     options["ratios"] = list(options["ratios"])
     options["format"] = fmt.options()
+    side = [RawFile(p, "side") for p in fmt.side_files([r.path for r in raw]) if p.is_file()]
     files = [
         {
             "name": r.path.name,
@@ -406,7 +416,7 @@ def _fingerprint(fmt: Format, raw: list[RawFile], opts: PrepareOptions) -> dict:
             "mtime_ns": r.path.stat().st_mtime_ns,
             "split": r.split,
         }
-        for r in raw
+        for r in raw + side
     ]
     return {"files": files, "options": options}
 

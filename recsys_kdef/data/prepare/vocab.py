@@ -2,8 +2,11 @@
 
 Id 0 is padding (never a token), ids 1..n are the tokens seen at least `min_count` times in
 the training split, most frequent first (ties by token), and id n + 1 is the one OOV id of
-the field, shared by rare and unseen tokens. `max_vocab` caps the field at its most frequent
-tokens (FuxiCTR's `max_features`): the rest share the OOV id.
+the field, shared by rare and unseen tokens. `max_features` caps the field at its most
+frequent tokens (FuxiCTR's option of that name): the rest share the OOV id.
+
+A hashed field (`HashedIds`, DLRM's `max_ind_range`) needs no vocabulary and no counts:
+id = 1 + hash(token) mod (max_vocab - 1), so memory does not grow with its distinct tokens.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from recsys_kdef.data.prepare.hashing import hash_tokens
 
 PADDING_ID = 0
 
@@ -68,13 +73,13 @@ class Vocabulary:
     oov_occurrences: int  # of those, how many map to the OOV id
 
     @classmethod
-    def fit(cls, counts: pa.Table, min_count: int, max_vocab: int | None = None) -> Vocabulary:
+    def fit(cls, counts: pa.Table, min_count: int, max_features: int | None = None) -> Vocabulary:
         total = int(pc.sum(counts["count"]).as_py() or 0)
         kept = counts.filter(pc.greater_equal(counts["count"], min_count))
         order = pc.sort_indices(kept, sort_keys=[("count", "descending"), ("token", "ascending")])
         kept = kept.take(order)
-        if max_vocab is not None:
-            kept = kept.slice(0, max(max_vocab - 2, 0))  # room for padding and OOV
+        if max_features is not None:
+            kept = kept.slice(0, max(max_features - 2, 0))  # room for padding and OOV
         kept_total = int(pc.sum(kept["count"]).as_py() or 0)
         return cls(
             tokens=kept["token"].combine_chunks(),
@@ -122,3 +127,23 @@ class Vocabulary:
                 "count": pa.array(self.counts, pa.int64()),
             }
         )
+
+
+@dataclass
+class HashedIds:
+    """Token -> 1 + hash(token) mod (size - 1) for a field capped by `max_vocab`; 0 is padding."""
+
+    size: int  # rows of the embedding table, padding included
+
+    def encode(self, tokens: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
+        ids = (hash_tokens(tokens) % np.uint64(self.size - 1)).astype(np.int64) + 1
+        if tokens.null_count:
+            ids[~tokens.is_valid().to_numpy(zero_copy_only=False)] = PADDING_ID
+        return ids
+
+    def card(self) -> dict:
+        return {"vocab_size": self.size, "hashed": True}
+
+    def to_table(self) -> None:
+        return None  # no mapping to store: the hash is the mapping

@@ -128,10 +128,15 @@ def test_kdd12_click_label_profile_join_and_bucketing(tmp_path):
     profile = tmp_path / "userid_profile.txt"
     profile.write_text("1\t1\t3\n2\t2\t5\n3\t0\t1\n")  # user 9 has no profile
     out = tmp_path / "kdd12"
+    # a directory means its training.txt; the profile beside it is joined without --profile
     schema = run_prepare(
-        "kdd12", [raw], out, "--profile", str(profile), "--split", "order",
-        "--ratios", "0.6,0.2,0.2", "--min-count", "1",
+        "kdd12", [tmp_path], out, "--split", "order", "--ratios", "0.6,0.2,0.2", "--min-count", "1",
     )  # fmt: skip
+    files = schema.extra["card"]["source"]["files"]
+    assert [(f["name"], f["split"]) for f in files] == [
+        ("training.txt", None),
+        ("userid_profile.txt", "side"),
+    ]
     assert schema.group == "UserID"
     assert schema.sparse_names == [
         "Impression", "DisplayURL", "AdID", "AdvertiserID", "Depth", "Position", "QueryID",
@@ -143,6 +148,17 @@ def test_kdd12_click_label_profile_join_and_bucketing(tmp_path):
     check_field(out, schema, "Impression", [bucket(r[1]) for r in lines], 3, 1)
     check_field(out, schema, "Gender", [1, 2, 1, 0, 0], 3, 1)
     check_field(out, schema, "Age", [3, 5, 3, 0, 1], 3, 1)
+    bare = run_prepare(
+        "kdd12",
+        [raw],
+        tmp_path / "bare",
+        "--no-profile",
+        "--split",
+        "order",
+        "--ratios",
+        "0.6,0.2,0.2",
+    )
+    assert bare.sparse_names == schema.sparse_names[:-2]
 
 
 def test_kdd12_impressions_expand_to_one_row_per_view(tmp_path):
@@ -273,7 +289,7 @@ def test_generic_csv_and_parquet_with_a_spec(tmp_path):
         assert read_split(out2, split)["tags"] == read_split(out, split)["tags"]
 
 
-def test_min_count_and_max_vocab(tmp_path):
+def test_min_count_and_max_features(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text("label: y\nsparse: [a]\n")
     tokens = ["p"] * 5 + ["q"] * 4 + ["r"] * 3 + ["s"] * 1 + ["t"] * 2
@@ -311,9 +327,57 @@ def test_min_count_and_max_vocab(tmp_path):
         "order",
         "--ratios",
         ratios,
-        "--max-vocab",
+        "--max-features",
         "a=4",
     )
     assert capped.sparse[0].vocab_size == 4  # p, q + padding + OOV: the most frequent kept
     ids = read_split(tmp_path / "cap", "train")["a"]
     assert ids == [1] * 5 + [2] * 4 + [3] * 6
+
+
+def reference_hash(token) -> int:
+    """The token hash written out in plain Python: a polynomial over the UTF-8 bytes (or the
+    integer's two's complement), then splitmix64's finaliser."""
+    m = (1 << 64) - 1
+    if isinstance(token, int):
+        x = token & m
+    else:
+        data = token.encode()
+        x = sum(b * pow(0x100000001B3, j, 1 << 64) for j, b in enumerate(data)) & m
+        x = (x + len(data) * 0x9E3779B97F4A7C15) & m
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m
+    return x ^ (x >> 31)
+
+
+def test_max_vocab_hashes_tokens_without_a_vocabulary(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("label: y\nsparse: [a, b]\n")
+    rows = [(f"tok{i % 7}", i % 5, i % 2) for i in range(40)] + [("never-in-train", 99, 1)]
+    raw = tmp_path / "t.csv"
+    raw.write_text("a,b,y\n" + "".join(f"{a},{b},{y}\n" for a, b, y in rows))
+    out = tmp_path / "hashed"
+    schema = run_prepare(
+        "csv", [raw], out, "--spec", str(spec), "--split", "order", "--ratios", "0.8,0.1,0.1",
+        "--max-vocab", "a=5",
+    )  # fmt: skip
+    a = schema.sparse[0]
+    assert a.vocab_size == 5 and schema.extra["card"]["fields"]["a"]["hashed"]
+    assert not (out / "vocab" / "a.parquet").exists() and (out / "vocab" / "b.parquet").exists()
+    got = sum((read_split(out, s)["a"] for s in ("train", "valid", "test")), [])
+    assert got == [1 + reference_hash(t) % 4 for t, _, _ in rows]  # the unseen token too
+    with pytest.raises(SystemExit, match=r"no sparse field \['c'\]; the fields are a, b"):
+        run_prepare("csv", [raw], tmp_path / "bad", "--spec", str(spec), "--max-vocab", "c=5")
+
+
+def test_integer_tokens_hash_by_value():
+    import pyarrow as pa
+
+    from recsys_kdef.data.prepare.hashing import hash_tokens
+
+    values = [0, 1, -5, 2**40, 7]
+    assert hash_tokens(pa.array(values)).tolist() == [reference_hash(v) for v in values]
+    strings = ["", "a", "héllo", "x" * 40]
+    assert hash_tokens(pa.array(strings).slice(1)).tolist() == [
+        reference_hash(t) for t in strings[1:]
+    ]

@@ -84,6 +84,10 @@ class Format:
     def inspect(self, path: Path) -> None:
         """Look at the first raw file before reading (e.g. to count libFM fields)."""
 
+    def side_files(self, paths: list[Path]) -> list[Path]:
+        """Files read besides the raw files (joined tables), for the dataset card."""
+        return []
+
     def options(self) -> dict:
         """This format's options, for the dataset card."""
         return {}

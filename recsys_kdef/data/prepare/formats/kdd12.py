@@ -37,7 +37,6 @@ COLUMNS = (
     "DescriptionID",
     "UserID",
 )
-IDS = ["DisplayURL", "AdID", "AdvertiserID", "QueryID", "KeywordID", "TitleID", "DescriptionID"]
 NUMERIC = ["Impression", "Depth", "Position"]  # bucketised like Criteo's integers
 PROFILE = ["Gender", "Age"]
 
@@ -62,12 +61,33 @@ class KDD12(Format):
         parser.add_argument(
             "--profile",
             type=Path,
-            help="userid_profile.txt (UserID, Gender, Age): adds the Gender and Age fields",
+            help="userid_profile.txt (UserID, Gender, Age), which adds the Gender and Age "
+            "fields (default: the one beside training.txt, if there is one)",
+        )
+        parser.add_argument(
+            "--no-profile", action="store_true", help="do not join a user profile file"
         )
 
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
         self._profile: tuple[np.ndarray, np.ndarray] | None = None
+
+    def resolve(self, raw: Path) -> list[Path]:
+        """A directory means its training.txt."""
+        return [raw / "training.txt" if raw.is_dir() else raw]
+
+    def side_files(self, paths: list[Path]) -> list[Path]:
+        return [] if self.args.profile is None else [self.args.profile]
+
+    def inspect(self, path: Path) -> None:
+        """Use userid_profile.txt beside training.txt unless told otherwise."""
+        beside = path.parent / "userid_profile.txt"
+        if self.args.profile is None and not self.args.no_profile and beside.is_file():
+            self.args.profile = beside
+        if self.args.no_profile:
+            self.args.profile = None
+        if self.args.profile is not None and not self.args.profile.is_file():
+            raise DataError(f"{self.args.profile}: user profile file not found")
 
     def fields(self) -> list[FieldSpec]:
         names = [c for c in COLUMNS if c != "Click"]

@@ -45,6 +45,9 @@ class MovieLens(Format):
         """A directory means its ratings.dat."""
         return [raw / "ratings.dat" if raw.is_dir() else raw]
 
+    def side_files(self, paths: list[Path]) -> list[Path]:
+        return [p.parent / name for p in paths for name in ("users.dat", "movies.dat")]
+
     def side_tables(self, ratings: Path) -> tuple[Lookup, Lookup]:
         """users.dat and movies.dat beside `ratings`, as lookups by UserID / MovieID."""
         if ratings.parent not in self._side:
