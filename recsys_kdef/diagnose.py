@@ -1,0 +1,249 @@
+"""Collapse diagnostics of a trained ensemble, from its checkpoint.
+
+* Embeddings: per table (per student and field), the singular values of the rows the data
+  uses (a seeded sample when there are more than --max-rows) and their information abundance
+  IA = sum(sigma) / max(sigma) (the multi-embedding paper): d for a table that spreads over
+  all d dimensions evenly, 1 for a collapsed, rank-one table.
+* Towers: the same for every student's weight matrix of every layer.
+* Agreement: the correlation of the students' logits on validation rows; students that all
+  say the same thing add nothing to their ensemble (KDEF's collapse).
+
+    python -m recsys_kdef.diagnose --checkpoint runs/demo [--data DIR] [--out DIR]
+
+Writes diagnose.json and PNG figures to --out (default: the checkpoint's directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
+
+from recsys_kdef.checkpoint import load_checkpoint, sub_state_dict
+from recsys_kdef.config import ExperimentConfig
+from recsys_kdef.config.loading import from_dict
+from recsys_kdef.data.reader import ParquetBatchReader, list_split_files
+from recsys_kdef.data.schema import DataError, Schema
+from recsys_kdef.io import atomic_path
+from recsys_kdef.models.ensemble import build_model
+from recsys_kdef.plots import save_figure, subplots
+
+TABLE_PREFIX = "sparse_arch.embedding_bag_collection.embedding_bags."
+
+
+def information_abundance(sigma: np.ndarray) -> float:
+    """sum(sigma) / max(sigma): the effective number of dimensions a matrix spans."""
+    top = float(np.max(sigma)) if sigma.size else 0.0
+    return float(np.sum(sigma) / top) if top > 0 else 0.0
+
+
+def singular_values(matrix: torch.Tensor) -> np.ndarray:
+    return torch.linalg.svdvals(matrix.double()).numpy()
+
+
+def used_ids(data: Path, schema: Schema, split: str, max_rows: int) -> dict[str, np.ndarray]:
+    """Per sparse field, the ids that occur in (the first max_rows rows of) a split."""
+    ids: dict[str, list[np.ndarray]] = {f.name: [] for f in schema.sparse}
+    seen = 0
+    for path in list_split_files(data, split):
+        file = pq.ParquetFile(path)
+        for g in range(file.metadata.num_row_groups):
+            table = file.read_row_group(g, columns=schema.sparse_names)
+            for f in schema.sparse:
+                col = table.column(f.name).combine_chunks()
+                col = col.flatten() if f.multi_valued else col
+                ids[f.name].append(np.unique(col.drop_null().to_numpy()))
+            seen += table.num_rows
+            if seen >= max_rows:
+                break
+        if seen >= max_rows:
+            break
+    return {name: np.unique(np.concatenate(parts)) for name, parts in ids.items()}
+
+
+def table_spectra(
+    state: dict[str, torch.Tensor], used: dict[str, np.ndarray], max_rows: int, seed: int
+) -> list[dict]:
+    """Singular values and IA of every embedding table, on the rows the data uses."""
+    rng = np.random.default_rng(seed)
+    out = []
+    tables = sorted(k for k in state if k.startswith(TABLE_PREFIX) and k.endswith(".weight"))
+    for key in tqdm(tables, desc="tables", unit="table", leave=False):
+        name = key[len(TABLE_PREFIX) : -len(".weight")]
+        student, _, field = name.rpartition("__")
+        rows = used[field]
+        if len(rows) > max_rows:
+            rows = np.sort(rng.choice(rows, max_rows, replace=False))
+        sigma = singular_values(state[key][torch.from_numpy(rows)])
+        out.append(
+            {
+                "table": name,
+                "field": field,
+                "student": int(student[1:]) if student else None,  # None: shared by all
+                "rows_used": int(len(used[field])),
+                "rows_in_svd": int(len(rows)),
+                "ia": information_abundance(sigma),
+                "singular_values": sigma.tolist(),
+            }
+        )
+    return out
+
+
+def tower_spectra(state: dict[str, torch.Tensor]) -> list[dict]:
+    """IA of each student's weight matrix in every tower layer (tensors lead with K)."""
+    out = []
+    for key, w in sorted(state.items()):
+        if key.startswith("towers.") and w.ndim == 3 and min(w.shape[1:]) > 1:
+            iak = [information_abundance(singular_values(w[k])) for k in range(w.shape[0])]
+            out.append({"layer": key[len("towers.") :], "shape": list(w.shape[1:]), "ia": iak})
+    return out
+
+
+@torch.no_grad()
+def agreement(model, reader: ParquetBatchReader, max_rows: int) -> np.ndarray:
+    """(K, K) correlation of the students' logits over up to max_rows rows."""
+    model.eval()
+    logits, rows = [], 0
+    for batch in reader:
+        if batch.padding:
+            continue
+        logits.append(model(batch.dense, batch.sparse).logits.numpy())
+        rows += len(batch)
+        if rows >= max_rows:
+            break
+    z = np.concatenate(logits)
+    return np.corrcoef(z.T) if z.shape[1] > 1 else np.ones((1, 1))
+
+
+def diagnose(checkpoint: str | Path, data: str | Path | None, split: str, max_rows: int) -> dict:
+    ckpt = load_checkpoint(checkpoint)
+    cfg = from_dict(ExperimentConfig, ckpt["config"])
+    schema = Schema.from_json(ckpt["schema"])
+    state = sub_state_dict(ckpt["state_dict"], ckpt["model_prefix"])
+    data = Path(data or cfg.data.path)
+    used = used_ids(data, schema, "train", max_rows)
+    model = build_model(cfg.model, schema, device=torch.device("cpu"))
+    model.load_state_dict(state)
+    reader = ParquetBatchReader(list_split_files(data, split), schema, 4096, training=False)
+    corr = agreement(model, reader, max_rows)
+    k = corr.shape[0]
+    off = corr[~np.eye(k, dtype=bool)]
+    return {
+        "checkpoint": str(checkpoint),
+        "students": cfg.model.num_students,
+        "embedding_mode": cfg.model.embedding_mode,
+        "embedding_dim": cfg.model.embedding_dim,
+        "tables": table_spectra(state, used, max_rows, cfg.train.seed),
+        "towers": tower_spectra(state),
+        "agreement": {
+            "split": split,
+            "logit_correlation": corr.tolist(),
+            "mean_pairwise": float(off.mean()) if off.size else 1.0,
+        },
+    }
+
+
+def plot(result: dict, out: Path) -> list[Path]:
+    tables = result["tables"]
+    fields = sorted({t["field"] for t in tables})
+    students = sorted({t["student"] for t in tables}, key=lambda s: -1 if s is None else s)
+    label = {s: "shared" if s is None else f"student {s}" for s in students}
+    paths = []
+
+    fig, ax = subplots(max(6.0, 0.6 * len(fields)), 4.0)
+    width = 0.8 / len(students)
+    for i, s in enumerate(students):
+        ia = [
+            next(t["ia"] for t in tables if t["field"] == f and t["student"] == s) for f in fields
+        ]
+        ax.bar(np.arange(len(fields)) + i * width, ia, width, label=label[s])
+    ax.axhline(result["embedding_dim"], color="k", ls=":", lw=1, label="embedding dim")
+    ax.set_xticks(np.arange(len(fields)) + 0.4 - width / 2, fields, rotation=45, ha="right")
+    ax.set(ylabel="information abundance", title="Embedding IA per field and student")
+    paths.append(save_figure(fig, ax, out / "embedding_ia.png"))
+
+    fig, ax = subplots()
+    for i, s in enumerate(students):
+        for t in (t for t in tables if t["student"] == s):
+            sigma = np.array(t["singular_values"])
+            ax.plot(sigma / sigma.max(), color=f"C{i}", alpha=0.4, lw=1,
+                    label=label[s] if t["field"] == fields[0] else None)  # fmt: skip
+    ax.set(yscale="log", xlabel="index", ylabel="sigma / max sigma",
+           title="Singular spectra of the embedding tables")  # fmt: skip
+    paths.append(save_figure(fig, ax, out / "embedding_spectra.png"))
+
+    if result["towers"]:
+        fig, ax = subplots()
+        layers = result["towers"]
+        k = len(layers[0]["ia"])
+        width = 0.8 / k
+        for s in range(k):
+            ax.bar(np.arange(len(layers)) + s * width, [lay["ia"][s] for lay in layers], width,
+                   label=f"student {s}")  # fmt: skip
+        ax.set_xticks(np.arange(len(layers)) + 0.4 - width / 2, [lay["layer"] for lay in layers])
+        ax.set(ylabel="information abundance", title="Tower layers' IA per student")
+        paths.append(save_figure(fig, ax, out / "tower_ia.png"))
+
+    corr = np.array(result["agreement"]["logit_correlation"])
+    fig, ax = subplots(4.5, 4.0)
+    image = ax.imshow(corr, vmin=min(0.0, corr.min()), vmax=1.0, cmap="viridis")
+    fig.colorbar(image, ax=ax)
+    ax.set(xlabel="student", ylabel="student",
+           title=f"Logit correlation (mean {result['agreement']['mean_pairwise']:.3f})")  # fmt: skip
+    paths.append(save_figure(fig, ax, out / "agreement.png", legend=False))
+    return paths
+
+
+def format_summary(result: dict) -> str:
+    tables = result["tables"]
+    students = sorted({t["student"] for t in tables}, key=lambda s: -1 if s is None else s)
+    names = ["shared" if s is None else f"s{s}" for s in students]
+    lines = ["Embedding information abundance (rows the training split uses)"]
+    lines.append(f"{'field':<16}" + "".join(f"{n:>9}" for n in names))
+    for field in sorted({t["field"] for t in tables}):
+        ia = [
+            next(t["ia"] for t in tables if t["field"] == field and t["student"] == s)
+            for s in students
+        ]
+        lines.append(f"{field:<16}" + "".join(f"{v:>9.2f}" for v in ia))
+    for layer in result["towers"]:
+        lines.append(f"tower {layer['layer']:<10}" + "".join(f"{v:>9.2f}" for v in layer["ia"]))
+    lines.append(f"mean pairwise logit correlation: {result['agreement']['mean_pairwise']:.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Collapse diagnostics of a trained ensemble.")
+    parser.add_argument(
+        "--checkpoint", required=True, help="checkpoint.pt of a run (or its directory)"
+    )
+    parser.add_argument("--data", help="dataset directory (default: the run's data.path)")
+    parser.add_argument("--split", default="valid", help="split for the students' agreement")
+    parser.add_argument(
+        "--max-rows", type=int, default=50_000, help="rows per SVD and per agreement"
+    )
+    parser.add_argument("--out", type=Path, help="directory for diagnose.json and PNGs")
+    args = parser.parse_args(argv)
+    try:
+        result = diagnose(args.checkpoint, args.data, args.split, args.max_rows)
+    except (DataError, FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    out = args.out or (
+        Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
+    )
+    figures = plot(result, out)
+    result["figures"] = [p.name for p in figures]
+    with atomic_path(out / "diagnose.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    print(format_summary(result))
+    print(f"diagnose: {out / 'diagnose.json'}, figures: {', '.join(p.name for p in figures)}")
+
+
+if __name__ == "__main__":
+    main()
