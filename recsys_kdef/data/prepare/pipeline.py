@@ -100,129 +100,57 @@ def prepare(
     raw = _check_raw(raw, opts)
     fmt.inspect(raw[0].path)
     fingerprint = _fingerprint(fmt, raw, opts)
-    if out.exists():
-        existing = _existing_fingerprint(out)
-        if existing == fingerprint and not force:
-            print(
-                f"{out}: already prepared from these files and options; keeping it (--force to redo)"
-            )
-            return PrepareResult(Schema.load(out), {}, 0, kept=True)
-        if not force:
-            raise DataError(
-                f"{out} exists and was not prepared from these files and options; "
-                "remove it or pass --force to overwrite it"
-            )
+    if _keep_existing(out, fingerprint, force):
+        return PrepareResult(Schema.load(out), {}, 0, kept=True)
     specs = fmt.fields()
-    sparse_specs = [f for f in specs if f.is_sparse]
-    for option, caps in (("--max-features", opts.max_features), ("--max-vocab", opts.max_vocab)):
-        unknown = sorted(set(caps) - {f.name for f in sparse_specs} - {"*"})
-        if unknown:
-            raise DataError(
-                f"{option}: no sparse field {unknown}; the fields are "
-                f"{', '.join(f.name for f in sparse_specs)}"
-            )
+    sparse = [f for f in specs if f.is_sparse]
+    _check_caps(opts, sparse)
     min_count = fmt.default_min_count if opts.min_count is None else opts.min_count
     splitter = Splitter(fmt, raw, opts)
+    hashed = {f.name: HashedIds(n) for f in sparse if (n := opts.cap(opts.max_vocab, f.name))}
 
-    # pass 1: splits, token counts of the training rows, row counts
     start = time.perf_counter()
-    bad = BadRows(skip=opts.skip_bad_rows)
-    hashed = {f.name: HashedIds(n) for f in sparse_specs if (n := opts.cap(opts.max_vocab, f.name))}
-    counters = {f.name: TokenCounter() for f in sparse_specs if f.name not in hashed}
-    rows = dict.fromkeys(SPLITS, 0)
-    positives = dict.fromkeys(SPLITS, 0)
-    raw_rows = filtered = 0
-    bar = _bar(opts, "pass 1/2 count", None)
-    for index, feats in _stream(fmt, raw, bad, opts):
-        split = splitter(index, feats.lines)
-        train = split == 0
-        for f in sparse_specs:
-            if f.name in hashed:
-                continue
-            tokens = feats.sparse[f.name]
-            if f.kind == "multi":
-                tokens = pc.list_flatten(tokens.filter(pa.array(train)))
-            else:
-                tokens = tokens.filter(pa.array(train))
-            counters[f.name].add(tokens)
-        for s, name in enumerate(SPLITS):
-            rows[name] += int((split == s).sum())
-            positives[name] += int(feats.labels[split == s].sum())
-        raw_rows += feats.raw_rows
-        filtered += feats.filtered
-        bar.update(feats.raw_rows)
-    bar.close()
+    counts = count_pass(fmt, raw, splitter, [f for f in sparse if f.name not in hashed], opts)
     seconds = {"pass1": time.perf_counter() - start}
-    empty = [name for name in SPLITS if rows[name] == 0]
-    if empty:
-        raise DataError(
-            f"split(s) {empty} would be empty ({rows}); give more rows or other --ratios"
-        )
-
     vocabs: dict[str, Vocabulary | HashedIds] = {
         name: Vocabulary.fit(counter.counts(), min_count, opts.cap(opts.max_features, name))
-        for name, counter in counters.items()
+        for name, counter in counts.counters.items()
     }
     vocabs.update(hashed)
-    del counters
+    counts.counters.clear()  # the counts can be large; the vocabularies are all we keep
+    card = {
+        "source": {
+            "format": fmt.name,
+            "description": fmt.description,
+            "files": fingerprint["files"],
+        },
+        "options": fingerprint["options"],
+        "raw_rows": counts.raw_rows,
+        "filtered_rows": counts.filtered,
+        "bad_rows": {"count": counts.bad.count, "examples": counts.bad.examples},
+        "fields": {name: v.card() for name, v in vocabs.items()},
+        "min_count": min_count,
+        "version": _version(),
+        "card_version": CARD_VERSION,
+    }
     schema = Schema(
         sparse=tuple(
-            SparseField(f.name, vocabs[f.name].size, f.kind == "multi", f.pooling)
-            for f in sparse_specs
+            SparseField(f.name, vocabs[f.name].size, f.kind == "multi", f.pooling) for f in sparse
         ),
         dense=tuple(DenseField(f.name) for f in specs if not f.is_sparse),
         label="label",
         group=fmt.group,
+        extra={
+            "rows": counts.rows,
+            "ctr": {n: round(counts.positives[n] / counts.rows[n], 6) for n in SPLITS},
+            "card": card,
+        },
     )
 
-    # pass 2: encode and write, into a hidden directory renamed into place at the end
     start = time.perf_counter()
-    tmp = _fresh_tmp(out)
+    tmp = _fresh_tmp(out)  # hidden until complete, then renamed into place
     try:
-        writers = {
-            name: SplitWriter(tmp / name, schema.arrow_schema(), _row_group(opts, rows[name]), opts)
-            for name in SPLITS
-        }
-        bar = _bar(opts, "pass 2/2 write", raw_rows)
-        for index, feats in _stream(fmt, raw, BadRows(skip=True), opts):
-            split = splitter(index, feats.lines)
-            table = encode(feats, schema, vocabs)
-            for s, name in enumerate(SPLITS):
-                writers[name].write(table.filter(pa.array(split == s)))
-            bar.update(feats.raw_rows)
-        bar.close()
-        written = {name: w.close() for name, w in writers.items()}
-        if written != rows:
-            raise DataError(
-                f"raw files changed while preparing: pass 1 saw {rows}, pass 2 {written}"
-            )
-        seconds["pass2"] = time.perf_counter() - start
-        card = {
-            "source": {
-                "format": fmt.name,
-                "description": fmt.description,
-                "files": fingerprint["files"],
-            },
-            "options": fingerprint["options"],
-            "raw_rows": raw_rows,
-            "filtered_rows": filtered,
-            "bad_rows": {"count": bad.count, "examples": bad.examples},
-            "fields": {name: v.card() for name, v in vocabs.items()},
-            "min_count": min_count,
-            "version": _version(),
-            "card_version": CARD_VERSION,
-        }
-        schema = Schema(
-            sparse=schema.sparse,
-            dense=schema.dense,
-            label=schema.label,
-            group=schema.group,
-            extra={
-                "rows": rows,
-                "ctr": {n: round(positives[n] / rows[n], 6) for n in SPLITS},
-                "card": card,
-            },
-        )
+        write_pass(fmt, raw, splitter, schema, vocabs, counts, tmp, opts)
         (tmp / "vocab").mkdir()
         for name, v in vocabs.items():
             if (table := v.to_table()) is not None:
@@ -232,7 +160,69 @@ def prepare(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return PrepareResult(schema, seconds, raw_rows)
+    seconds["pass2"] = time.perf_counter() - start
+    return PrepareResult(schema, seconds, counts.raw_rows)
+
+
+@dataclass
+class Counts:
+    """What pass 1 learns: rows and positives per split, training token counts per field,
+    raw rows read, rows left out by the task, and the bad rows."""
+
+    counters: dict[str, TokenCounter]
+    bad: BadRows
+    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    positives: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    raw_rows: int = 0
+    filtered: int = 0
+
+
+def count_pass(fmt: Format, raw: list[RawFile], splitter: Splitter, counted, opts) -> Counts:
+    """Pass 1: each row's split, the tokens of the training rows of each `counted` field."""
+    counts = Counts({f.name: TokenCounter() for f in counted}, BadRows(skip=opts.skip_bad_rows))
+    bar = _bar(opts, "pass 1/2 count", None)
+    for index, feats in _stream(fmt, raw, counts.bad, opts):
+        split = splitter(index, feats.lines)
+        train = pa.array(split == 0)
+        for f in counted:
+            tokens = feats.sparse[f.name].filter(train)
+            counts.counters[f.name].add(pc.list_flatten(tokens) if f.kind == "multi" else tokens)
+        for s, name in enumerate(SPLITS):
+            counts.rows[name] += int((split == s).sum())
+            counts.positives[name] += int(feats.labels[split == s].sum())
+        counts.raw_rows += feats.raw_rows
+        counts.filtered += feats.filtered
+        bar.update(feats.raw_rows)
+    bar.close()
+    empty = [name for name in SPLITS if counts.rows[name] == 0]
+    if empty:
+        raise DataError(
+            f"split(s) {empty} would be empty ({counts.rows}); give more rows or other --ratios"
+        )
+    return counts
+
+
+def write_pass(fmt, raw, splitter, schema: Schema, vocabs, counts: Counts, tmp: Path, opts) -> None:
+    """Pass 2: encode every row and append it to its split's Parquet files under `tmp`."""
+    writers = {
+        name: SplitWriter(
+            tmp / name, schema.arrow_schema(), _row_group(opts, counts.rows[name]), opts
+        )
+        for name in SPLITS
+    }
+    bar = _bar(opts, "pass 2/2 write", counts.raw_rows)
+    for index, feats in _stream(fmt, raw, BadRows(skip=True), opts):  # pass 1 vetted the rows
+        split = splitter(index, feats.lines)
+        table = encode(feats, schema, vocabs)
+        for s, name in enumerate(SPLITS):
+            writers[name].write(table.filter(pa.array(split == s)))
+        bar.update(feats.raw_rows)
+    bar.close()
+    written = {name: w.close() for name, w in writers.items()}
+    if written != counts.rows:
+        raise DataError(
+            f"raw files changed while preparing: pass 1 saw {counts.rows}, pass 2 {written}"
+        )
 
 
 def encode(feats: Features, schema: Schema, vocabs: dict[str, Vocabulary | HashedIds]) -> pa.Table:
@@ -382,6 +372,33 @@ class _Failure:
 
 def _row_group(opts: PrepareOptions, rows: int) -> int:
     return max(1, min(opts.row_group_size, -(-rows // MIN_ROW_GROUPS)))
+
+
+def _keep_existing(out: Path, fingerprint: dict, force: bool) -> bool:
+    """True if `out` was prepared from the same files and options; an error if it is another
+    dataset and `force` is not set."""
+    if not out.exists():
+        return False
+    if _existing_fingerprint(out) == fingerprint and not force:
+        print(f"{out}: already prepared from these files and options; keeping it (--force to redo)")
+        return True
+    if not force:
+        raise DataError(
+            f"{out} exists and was not prepared from these files and options; "
+            "remove it or pass --force to overwrite it"
+        )
+    return False
+
+
+def _check_caps(opts: PrepareOptions, sparse: list) -> None:
+    names = {f.name for f in sparse}
+    for option, caps in (("--max-features", opts.max_features), ("--max-vocab", opts.max_vocab)):
+        unknown = sorted(set(caps) - names - {"*"})
+        if unknown:
+            raise DataError(
+                f"{option}: no sparse field {unknown}; the fields are "
+                f"{', '.join(f.name for f in sparse)}"
+            )
 
 
 def _check_raw(raw: list[RawFile], opts: PrepareOptions) -> list[RawFile]:

@@ -129,14 +129,9 @@ def int8(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return col.to_numpy().astype(np.int8)
 
 
-def as_tokens(col: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """A raw column as one Arrow array of tokens (strings stay strings, numbers stay numbers)."""
-    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-
-
 def split_tokens(col: pa.ChunkedArray | pa.Array, separator: str) -> pa.Array:
     """'a|b|c' -> ['a', 'b', 'c']; an empty string is an empty list."""
-    col = as_tokens(col)
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     lists = pc.split_pattern(col, separator)
     flat = pc.list_flatten(lists)
     keep = pc.not_equal(flat, "")
