@@ -200,3 +200,18 @@ def test_random_split_does_not_depend_on_chunking(tmp_path):
         a, b = pq.read_table(tmp_path / "small" / split), pq.read_table(tmp_path / "big" / split)
         assert a.equals(b)
     assert np.isclose(small.schema.extra["ctr"]["train"], big.schema.extra["ctr"]["train"])
+
+
+def test_gzip_raw_files_read_as_they_are(tmp_path):
+    import gzip
+
+    raw = make_fake("criteo", tmp_path / "raw", 2000, seed=6)[0]
+    packed = tmp_path / "day_0.gz"
+    packed.write_bytes(gzip.compress(raw.read_bytes()))
+    plain = prepare("criteo", [raw], tmp_path / "plain")
+    gz = prepare("criteo", [packed], tmp_path / "gz")
+    assert plain == gz
+    for split in SPLITS:
+        assert pq.read_table(tmp_path / "plain" / split).equals(
+            pq.read_table(tmp_path / "gz" / split)
+        )
