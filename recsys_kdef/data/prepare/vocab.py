@@ -2,7 +2,8 @@
 
 Id 0 is padding (never a token), ids 1..n are the tokens seen at least `min_count` times in
 the training split, most frequent first (ties by token), and id n + 1 is the one OOV id of
-the field, shared by rare and unseen tokens. `max_features` caps the field at its most
+the field, shared by rare, unseen and missing tokens (null or empty: FuxiCTR leaves its fill
+value out of the vocabulary). `max_features` caps the field at its most
 frequent tokens (FuxiCTR's option of that name): the rest share the OOV id.
 
 A hashed field (`HashedIds`, DLRM's `max_ind_range`) needs no vocabulary and no counts:
@@ -19,8 +20,6 @@ import pyarrow.compute as pc
 
 from recsys_kdef.data.prepare.hashing import hash_tokens
 
-PADDING_ID = 0
-
 
 class TokenCounter:
     """Counts of one field's tokens over a stream of chunks, in memory O(distinct tokens).
@@ -35,7 +34,9 @@ class TokenCounter:
         self._pending_rows = 0
 
     def add(self, tokens: pa.Array | pa.ChunkedArray) -> None:
-        tokens = pc.drop_null(tokens)  # nulls are padding, not tokens
+        tokens = pc.drop_null(tokens)  # missing: never a token (OOV)
+        if pa.types.is_string(tokens.type) or pa.types.is_large_string(tokens.type):
+            tokens = tokens.filter(pc.not_equal(tokens, ""))
         if len(tokens) == 0:
             return
         counts = pc.value_counts(tokens)
@@ -99,15 +100,12 @@ class Vocabulary:
         return len(self.tokens) + 2
 
     def encode(self, tokens: pa.Array | pa.ChunkedArray) -> np.ndarray:
-        """(N,) int64 ids of `tokens`; null tokens get the padding id."""
+        """(N,) int64 ids of `tokens`; missing (null or empty) and unknown tokens get OOV."""
         tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
         if tokens.type != self.tokens.type:
             tokens = tokens.cast(self.tokens.type)
-        index = pc.index_in(tokens, value_set=self.tokens)
-        ids = pc.fill_null(pc.add(index, 1), self.oov_id).to_numpy().astype(np.int64)
-        if tokens.null_count:
-            ids[~tokens.is_valid().to_numpy(zero_copy_only=False)] = PADDING_ID
-        return ids
+        index = pc.index_in(tokens, value_set=self.tokens, skip_nulls=True)
+        return pc.fill_null(pc.add(index, 1), self.oov_id).to_numpy().astype(np.int64)
 
     def card(self) -> dict:
         """Facts for the dataset card."""
@@ -136,11 +134,9 @@ class HashedIds:
     size: int  # rows of the embedding table, padding included
 
     def encode(self, tokens: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """(N,) int64 ids; a missing token hashes like "" (or 0 for integers)."""
         tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
-        ids = (hash_tokens(tokens) % np.uint64(self.size - 1)).astype(np.int64) + 1
-        if tokens.null_count:
-            ids[~tokens.is_valid().to_numpy(zero_copy_only=False)] = PADDING_ID
-        return ids
+        return (hash_tokens(tokens) % np.uint64(self.size - 1)).astype(np.int64) + 1
 
     def card(self) -> dict:
         return {"vocab_size": self.size, "hashed": True}

@@ -30,8 +30,9 @@ def read_split(out: Path, split: str) -> dict[str, list]:
 
 
 def expected_vocab(train_tokens: list, min_count: int) -> dict:
-    """FuxiCTR's rule, written out: kept tokens by count desc then token, ids from 1."""
-    counts = Counter(t for t in train_tokens if t is not None)
+    """FuxiCTR's rule, written out: kept tokens by count desc then token, ids from 1; missing
+    tokens (None, "") are never in it."""
+    counts = Counter(t for t in train_tokens if t is not None and t != "")
     kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
     return {t: i + 1 for i, t in enumerate(kept)}
 
@@ -78,7 +79,7 @@ def test_criteo_bucketised_and_dense(tmp_path):
     assert schema.extra["rows"] == {"train": 6, "valid": 2, "test": 2}
     assert len(schema.sparse) == 39 and not schema.dense
     for j, name in enumerate(["I1", "I2", "I3", "I4"]):
-        tokens = [bucket(int(r[1 + j]) if r[1 + j] else 0) for r in rows]
+        tokens = [bucket(int(r[1 + j])) if r[1 + j] else None for r in rows]  # empty: OOV
         check_field(out, schema, name, tokens, 6, 2)
     for j, name in enumerate(["C1", "C2", "C3"]):
         check_field(out, schema, name, [r[14 + j] for r in rows], 6, 2)
@@ -106,7 +107,7 @@ def test_avazu_hour_becomes_hour_weekday_weekend_and_id_is_dropped(tmp_path):
     assert "id" not in schema.sparse_names and "click" not in schema.sparse_names
     assert schema.sparse_names[:3] == ["hour", "weekday", "weekend"]
     check_field(out, schema, "hour", [0, 13, 23, 0, 7], 3, 1)
-    check_field(out, schema, "weekday", [1, 5, 6, 1, 2], 3, 1)  # Monday = 0
+    check_field(out, schema, "weekday", [2, 6, 0, 2, 3], 3, 1)  # Sunday = 0, as strftime('%w')
     check_field(out, schema, "weekend", [0, 1, 1, 0, 0], 3, 1)
 
 
@@ -211,7 +212,7 @@ def test_movielens_drops_rating_3_and_reads_side_files(tmp_path):
     labels = sum((read_split(out, s)["label"] for s in ("train", "valid", "test")), [])
     assert labels == [float(r[2] > 3) for r in kept]
     genres = next(f for f in schema.sparse if f.name == "Genres")
-    assert genres.multi_valued and genres.pooling == "mean"
+    assert genres.multi_valued and genres.pooling == "sum"
     titles = {
         1: "Animation|Children's|Comedy",
         2: "Adventure|Children's|Fantasy",

@@ -1,8 +1,9 @@
 """Avazu click-through prediction: the Kaggle train.csv (header line, comma-separated).
 
 Columns: id, click, hour (YYMMDDHH), C1, banner_pos, site_*, app_*, device_*, C14..C21.
-`id` is dropped; `hour` becomes hour-of-day, weekday and weekend, as FuxiCTR's Avazu_x4
-does; every other column is a categorical field.
+`id` is dropped; `hour` becomes hour-of-day, weekday (Sunday = 0) and weekend, as FuxiCTR's
+Avazu_x4 does (convert_hour / convert_weekday / convert_weekend); every other column is a
+categorical field.
 """
 
 from __future__ import annotations
@@ -55,11 +56,11 @@ class Avazu(Format):
         chunk = chunk.require(ok, "column 'hour' must be YYMMDDHH")
         t = chunk.table
         stamp = pc.strptime(t["hour"], format="%y%m%d%H", unit="s")
-        weekday = pc.day_of_week(stamp)  # Monday = 0
+        weekday = pc.day_of_week(stamp, week_start=7)  # Sunday = 0, as strftime('%w')
         sparse = {
             "hour": pc.hour(stamp).combine_chunks(),
             "weekday": weekday.combine_chunks(),
-            "weekend": pc.greater_equal(weekday, 5).cast(pa.int8()).combine_chunks(),
+            "weekend": pc.is_in(weekday, pa.array([0, 6], weekday.type)).cast(pa.int8()),
         }
         sparse.update({c: t[c].combine_chunks() for c in CATEGORICAL})
         return Features(sparse, {}, int8(t["click"]), chunk.lines)

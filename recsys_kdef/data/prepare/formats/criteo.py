@@ -3,7 +3,8 @@
 Tab-separated, no header: label, 13 integer features I1..I13, 26 hashed categorical features
 C1..C26 (8 hex digits), any of them empty. Integer features are either bucketised into
 categorical ids as FuxiCTR does for Criteo_x4 (`floor(ln(x)^2)` for x > 2, else x; empty is
-0), or kept as dense numbers `ln(1 + max(x, 0))` (DLRM's transform; empty is 0).
+missing, i.e. OOV), or kept as dense numbers `ln(1 + max(x, 0))` (DLRM's transform; empty
+is 0). Empty categorical values are missing too.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ class Criteo(Format):
             values = pc.fill_null(t[c], 0).to_numpy()
             if self.args.numeric == "dense":
                 dense[c] = np.log1p(np.maximum(values, 0)).astype(np.float32)
-            else:
-                sparse[c] = pa.array(bucketize(values))
+            else:  # a missing value stays missing: the OOV id, as FuxiCTR's fill value
+                missing = t[c].is_null().to_numpy(zero_copy_only=False)
+                sparse[c] = pa.array(bucketize(values), mask=missing)
         for c in CATEGORICAL:
             sparse[c] = t[c].combine_chunks()
         return Features(sparse, dense, int8(t["label"]), chunk.lines)

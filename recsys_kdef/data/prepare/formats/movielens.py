@@ -4,7 +4,7 @@ ratings.dat (UserID::MovieID::Rating::Timestamp) is streamed; users.dat
 (UserID::Gender::Age::Occupation::Zip-code) and movies.dat (MovieID::Title::Genres, Latin-1)
 beside it are small and read whole. Ratings of 3 are left out (counted in the card), the
 label is Rating > 3. Fields: UserID, Gender, Age, Occupation, MovieID, Release (the year in
-the title), Genres (multi-valued, '|'-separated, mean-pooled).
+the title), Genres (multi-valued, '|'-separated, sum-pooled as the authors' MaskedSumPooling).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class MovieLens(Format):
 
     def fields(self) -> list[FieldSpec]:
         names = ["UserID", "Gender", "Age", "Occupation", "MovieID", "Release"]
-        return [FieldSpec(n) for n in names] + [FieldSpec("Genres", "multi", "mean")]
+        return [FieldSpec(n) for n in names] + [FieldSpec("Genres", "multi", "sum")]
 
     def resolve(self, raw: Path) -> list[Path]:
         """A directory means its ratings.dat."""
