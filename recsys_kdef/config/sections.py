@@ -308,6 +308,15 @@ class PlannerConfig:
     """Memory per device the planner may fill (HBM on GPU, DRAM on CPU); null: TorchRec's default (32 GB HBM)."""
     hbm_bw_gbps: float | None = None
     """Device memory bandwidth for the planner's cost model (H100: 3350); null: TorchRec's default."""
+    constraints: str | None = None
+    """YAML of per-table constraints (sharding types, kernels, min partition, pooling factor),
+    keyed by table name, field name (every student's table of it) or glob; see README."""
+    plan_file: str | None = None
+    """A plan JSON written by `python -m recsys_kdef.plan --json`: training applies it instead of
+    planning; it must match the world size, the device kind and the model's tables."""
+    stats_row_groups: int = 8
+    """Row groups of data.path's train split sampled for the pooling factors the planner's cost
+    model uses (mean ids per row of each sparse field); 0: TorchRec's default (1.0)."""
 
     def __post_init__(self) -> None:
         _check(
@@ -320,6 +329,10 @@ class PlannerConfig:
         )
         _check(self.hbm_cap_gb is None or self.hbm_cap_gb > 0, "planner.hbm_cap_gb must be > 0")
         _check(self.hbm_bw_gbps is None or self.hbm_bw_gbps > 0, "planner.hbm_bw_gbps must be > 0")
+        _check(
+            self.stats_row_groups >= 0,
+            f"planner.stats_row_groups must be >= 0, got {self.stats_row_groups}",
+        )
 
 
 @dataclass(kw_only=True, slots=True)

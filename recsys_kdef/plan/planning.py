@@ -1,0 +1,349 @@
+"""TorchRec's planner as training and the plan tool both run it: topology, constraints, storage
+reservation, planner; and the plan it chooses as a PlanSummary, with the shardings it could not
+use and, when nothing fits, an error with the numbers.
+
+Needs no process group: plans for a GPU cluster are made offline on a CPU from a model whose
+tables are on `meta`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from time import perf_counter
+
+from torch import nn
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
+from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
+from torchrec.distributed.planner.storage_reservations import HeuristicalStorageReservation
+from torchrec.distributed.planner.types import (
+    HardwareConfig,
+    KernelConfig,
+    PlannerError,
+    ShardingOption,
+    Stats,
+    Storage,
+    Topology,
+    TopologyFactory,
+    TrainerConfig,
+)
+from torchrec.distributed.types import ShardingPlan
+
+from recsys_kdef.config import ConfigError, PlannerConfig
+from recsys_kdef.plan.constraints import build_constraints
+from recsys_kdef.plan.summary import PlanSummary, RankInfo, Rejection, ShardInfo, TableInfo
+
+GB = 2**30
+# TorchRec's default: keep 15% of each device free as a margin (HeuristicalStorageReservation)
+RESERVED_PERCENTAGE = 0.15
+
+
+class InfeasiblePlanError(ConfigError):
+    """No sharding of the tables fits the devices; the message has the numbers and what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlanTarget:
+    """The job to plan for: `world_size` ranks, `local_world_size` per host, of one device kind."""
+
+    world_size: int
+    local_world_size: int
+    compute_device: str  # "cpu" or "cuda"
+    label: str = ""
+    """How the tool names the device (h100, cpu, ...)."""
+
+
+def collections(module: nn.Module) -> list[EmbeddingBagCollection]:
+    found = [m for m in module.modules() if isinstance(m, EmbeddingBagCollection)]
+    if not found:
+        raise ValueError("the model has no EmbeddingBagCollection to shard")
+    return found
+
+
+def model_tables(module: nn.Module) -> dict[str, EmbeddingBagConfig]:
+    """{module_path/table: config} of every EmbeddingBagCollection in `module`."""
+    return {
+        f"{path}/{t.name}": t
+        for path, m in module.named_modules()
+        if isinstance(m, EmbeddingBagCollection)
+        for t in m.embedding_bag_configs()
+    }
+
+
+def build_topology(cfg: PlannerConfig, target: PlanTarget) -> Topology:
+    """The devices: `planner.hbm_cap_gb` is HBM on GPU and DRAM on CPU; bandwidth in GB/s."""
+    cap = None if cfg.hbm_cap_gb is None else int(cfg.hbm_cap_gb * GB)
+    cpu = target.compute_device == "cpu"
+    hardware = HardwareConfig(
+        hbm_cap_bytes=None if cpu else cap,
+        ddr_cap_bytes=cap if cpu else None,
+        hbm_mem_bw=None if cfg.hbm_bw_gbps is None else cfg.hbm_bw_gbps * GB / 1000,  # bytes/ms
+    )
+    return TopologyFactory.create_topology(
+        trainer_config=TrainerConfig(
+            world_size=target.world_size, local_world_size=target.local_world_size
+        ),
+        hardware_config=hardware,
+        kernel_config=KernelConfig(compute_device=target.compute_device),
+    )
+
+
+class _KeepBestPlan(Stats):
+    """A planner `Stats` hook: keeps the chosen ShardingOptions (the planner's own estimates)."""
+
+    def __init__(self) -> None:
+        self.best_plan: list[ShardingOption] = []
+        self.num_proposals = self.num_plans = 0
+
+    def log(self, *args, **kwargs) -> None:  # the signature grows between TorchRec versions
+        self.best_plan = kwargs["best_plan"]
+        self.num_proposals, self.num_plans = kwargs["num_proposals"], kwargs["num_plans"]
+
+
+@dataclass
+class Planner:
+    """A configured EmbeddingShardingPlanner and the inputs it was built from."""
+
+    planner: EmbeddingShardingPlanner
+    topology: Topology
+    constraints: dict[str, ParameterConstraints]
+    reservation: HeuristicalStorageReservation
+    batch_size: int
+    target: PlanTarget
+    kept: _KeepBestPlan
+
+
+def build_planner(
+    cfg: PlannerConfig,
+    target: PlanTarget,
+    *,
+    batch_size: int,
+    tables: list[EmbeddingBagConfig],
+    pooling_factors: dict[str, float],
+) -> Planner:
+    """TorchRec's planner for `target`, with the constraints of `cfg` (and its YAML) and data's
+    pooling factors ({feature: ids per row}). The one place training and the tool build it."""
+    topology = build_topology(cfg, target)
+    constraints = build_constraints(cfg, tables, target.compute_device, pooling_factors)
+    reservation = HeuristicalStorageReservation(percentage=RESERVED_PERCENTAGE)
+    kept = _KeepBestPlan()
+    planner = EmbeddingShardingPlanner(
+        topology=topology,
+        batch_size=batch_size,
+        constraints=constraints,
+        storage_reservation=reservation,
+        stats=[kept],
+    )
+    return Planner(planner, topology, constraints, reservation, batch_size, target, kept)
+
+
+def sharders() -> list:
+    return [EmbeddingBagCollectionSharder()]
+
+
+def plan_module(
+    p: Planner, module: nn.Module, field_stats: dict[str, dict] | None = None
+) -> tuple[PlanSummary, ShardingPlan]:
+    """Plan `module` (tables on meta, sparse optimizer attached) and summarise the plan.
+
+    Raises InfeasiblePlanError, with needed vs available memory per rank, if nothing fits.
+    """
+    start = perf_counter()
+    try:
+        plan = p.planner.plan(module, sharders())
+    except PlannerError as e:
+        raise InfeasiblePlanError(infeasible_message(p, module, str(e))) from e
+    seconds = perf_counter() - start
+    available = _available(p, module)
+    summary = PlanSummary(
+        world_size=p.target.world_size,
+        local_world_size=p.target.local_world_size,
+        compute_device=p.target.compute_device,
+        device=p.target.label or p.target.compute_device,
+        batch_size=p.batch_size,
+        tables=[_table_info(o, p.constraints) for o in p.kept.best_plan],
+        ranks=_rank_infos(p.topology, available, p.kept.best_plan),
+        rejected=rejections(p, module, available),
+        field_stats=field_stats or {},
+        planner={
+            "seconds": round(seconds, 3),
+            "proposals": p.kept.num_proposals,
+            "plans": p.kept.num_plans,
+            "reserved_percentage": RESERVED_PERCENTAGE,
+        },
+    )
+    return summary, plan
+
+
+def _available(p: Planner, module: nn.Module) -> list[Storage]:
+    """Per rank, what the storage reservation leaves for embedding shards (public `reserve`)."""
+    reserved = p.reservation.reserve(
+        topology=p.topology,
+        batch_size=p.batch_size,
+        module=module,
+        sharders=sharders(),
+        constraints=p.constraints,
+    )
+    return [d.storage for d in reserved.devices]
+
+
+def _table_info(o: ShardingOption, constraints: dict[str, ParameterConstraints]) -> TableInfo:
+    rows, dim = o.tensor.shape
+    pooling = constraints[o.name].pooling_factors if o.name in constraints else [1.0]
+    shards = [
+        ShardInfo(
+            rank=int(s.rank),
+            offsets=list(s.offset),
+            sizes=list(s.size),
+            hbm_bytes=int(s.storage.hbm),
+            ddr_bytes=int(s.storage.ddr),
+            cost_ms=float(s.perf.total),
+        )
+        for s in o.shards
+    ]
+    return TableInfo(
+        module=o.path,
+        name=o.name,
+        rows=int(rows),
+        dim=int(dim),
+        pooling_factor=float(sum(pooling)),
+        sharding_type=o.sharding_type,
+        compute_kernel=o.compute_kernel,
+        ranks=[s.rank for s in shards],
+        shards=shards,
+        cache_load_factor=o.cache_load_factor,
+    )
+
+
+def _rank_infos(
+    topology: Topology, available: list[Storage], best: list[ShardingOption]
+) -> list[RankInfo]:
+    used: dict[int, list] = defaultdict(lambda: [0, 0, 0.0, 0])
+    for o in best:
+        for s in o.shards:
+            u = used[int(s.rank)]
+            u[0] += s.storage.hbm
+            u[1] += s.storage.ddr
+            u[2] += s.perf.total
+            u[3] += 1
+    out = []
+    for r, (device, avail) in enumerate(zip(topology.devices, available, strict=True)):
+        hbm, ddr, cost, n = used[r]
+        out.append(
+            RankInfo(
+                rank=r,
+                hbm_cap=int(device.storage.hbm),
+                ddr_cap=int(device.storage.ddr),
+                hbm_reserved=int(device.storage.hbm - avail.hbm),
+                ddr_reserved=int(device.storage.ddr - avail.ddr),
+                hbm_used=int(hbm),
+                ddr_used=int(ddr),
+                cost_ms=float(cost),
+                num_shards=n,
+            )
+        )
+    return out
+
+
+def _all_options(p: Planner, module: nn.Module) -> list[ShardingOption]:
+    """Every (sharding type, kernel) the sharder supports on the device, ignoring constraints
+    other than pooling factors: what the planner would enumerate with no restrictions."""
+    loose = {
+        name: ParameterConstraints(pooling_factors=c.pooling_factors)
+        for name, c in p.constraints.items()
+    }
+    return EmbeddingEnumerator(p.topology, p.batch_size, constraints=loose).enumerate(
+        module, sharders()
+    )
+
+
+def _allowed(o: ShardingOption, c: ParameterConstraints | None) -> bool:
+    return c is None or (
+        (c.sharding_types is None or o.sharding_type in c.sharding_types)
+        and (c.compute_kernels is None or o.compute_kernel in c.compute_kernels)
+    )
+
+
+def _too_big(o: ShardingOption, avail: Storage) -> str | None:
+    """Why the largest shard of `o` fits no rank, or None."""
+    hbm = max(s.storage.hbm for s in o.shards)
+    ddr = max(s.storage.ddr for s in o.shards)
+    if hbm > avail.hbm:
+        return (
+            f"storage: a shard needs {hbm / GB:.3f} GB HBM, {avail.hbm / GB:.3f} GB free per rank"
+        )
+    if ddr > avail.ddr:
+        return (
+            f"storage: a shard needs {ddr / GB:.3f} GB DDR, {avail.ddr / GB:.3f} GB free per rank"
+        )
+    return None
+
+
+def rejections(p: Planner, module: nn.Module, available: list[Storage]) -> list[Rejection]:
+    """Shardings the planner could not choose for each table: ruled out by a constraint, or one
+    shard larger than any rank's free memory. (Options that fit but lost on cost are not listed.)"""
+    out = []
+    seen = set()
+    for o in _all_options(p, module):
+        key = (o.path, o.name, o.sharding_type, o.compute_kernel)
+        if key in seen:  # the enumerator lists column-wise splits more than once
+            continue
+        seen.add(key)
+        c = p.constraints.get(o.name)
+        reason = (
+            None if _allowed(o, c) else "constraint: not in the allowed sharding types / kernels"
+        )
+        reason = reason or _too_big(o, min(available, key=lambda s: s.hbm + s.ddr))
+        if reason:
+            out.append(Rejection(f"{o.path}/{o.name}", o.sharding_type, o.compute_kernel, reason))
+    return out
+
+
+def infeasible_message(p: Planner, module: nn.Module, planner_error: str) -> str:
+    """Needed vs available memory per rank, the tables that fit no rank, and what to change."""
+    options = [o for o in _all_options(p, module) if _allowed(o, p.constraints.get(o.name))]
+    smallest: dict[str, ShardingOption] = {}
+    for o in options:
+        key = f"{o.path}/{o.name}"
+        size = o.total_storage.hbm + o.total_storage.ddr
+        if (
+            key not in smallest
+            or size < smallest[key].total_storage.hbm + smallest[key].total_storage.ddr
+        ):
+            smallest[key] = o
+    need_hbm = sum(o.total_storage.hbm for o in smallest.values())
+    need_ddr = sum(o.total_storage.ddr for o in smallest.values())
+    avail = _available(p, module)[0]
+    cap = p.topology.devices[0].storage
+    n = p.target.world_size
+    too_big = [k for k, o in smallest.items() if _too_big(o, avail)]
+    mem = "HBM" if p.target.compute_device != "cpu" else "DDR"
+    need_mem = need_hbm if mem == "HBM" else need_ddr
+    per_rank = avail.hbm if mem == "HBM" else avail.ddr
+    ranks_needed = -(-need_mem // max(per_rank, 1))
+    lines = [
+        f"no sharding plan fits {n} ranks of {p.target.label or p.target.compute_device}:",
+        f"  needed:    {need_hbm / GB:.3f} GB HBM + {need_ddr / GB:.3f} GB DDR in all "
+        f"(the smallest allowed sharding of each of {len(smallest)} tables, with optimizer state), "
+        f"{need_mem / n / GB:.3f} GB {mem} per rank if spread evenly",
+        f"  available: {per_rank / GB:.3f} GB {mem} per rank ({(cap.hbm if mem == 'HBM' else cap.ddr) / GB:.3f} "
+        f"GB capacity minus {RESERVED_PERCENTAGE:.0%} margin, dense parameters and inputs), "
+        f"{per_rank * n / GB:.3f} GB on {n} ranks",
+    ]
+    if too_big:
+        lines.append(
+            f"  tables with no allowed shard small enough for one rank: {', '.join(too_big[:6])}"
+            + (" ..." if len(too_big) > 6 else "")
+        )
+    lines += [
+        "suggestions:",
+        f"  - more ranks: about {ranks_needed} at this size (--world, or more nodes)",
+        "  - a smaller model.embedding_dim, or model.embedding_mode shared (F tables instead of K x F)",
+        "  - allow column_wise / row_wise (GPU) sharding for the big tables (planner.sharding_types "
+        "or planner.constraints), so one table can spread over several ranks",
+        "  - a device with more memory (--device, planner.hbm_cap_gb)",
+        f"TorchRec's planner said: {planner_error.strip().splitlines()[0]}",
+    ]
+    return "\n".join(lines)
