@@ -90,6 +90,23 @@ def build_topology(cfg: PlannerConfig, target: PlanTarget) -> Topology:
     )
 
 
+class OrderedEnumerator(EmbeddingEnumerator):
+    """TorchRec's enumerator, with constrained sharding types and kernels kept in the sharder's
+    order. TorchRec intersects them as Python sets, whose order follows the per-process string
+    hash seed, and the planner breaks cost ties by that order: the same config then gave
+    table_wise in one process and column_wise in another (PYTHONHASHSEED 1 vs 2)."""
+
+    def _filter_sharding_types(self, name: str, allowed_sharding_types: list[str], *args, **kwargs):
+        kept = super()._filter_sharding_types(name, allowed_sharding_types, *args, **kwargs)
+        return [t for t in allowed_sharding_types if t in kept]
+
+    def _filter_compute_kernels(
+        self, name: str, allowed_compute_kernels: list[str], *args, **kwargs
+    ):
+        kept = super()._filter_compute_kernels(name, allowed_compute_kernels, *args, **kwargs)
+        return [k for k in allowed_compute_kernels if k in kept]
+
+
 class _KeepBestPlan(Stats):
     """A planner `Stats` hook: keeps the chosen ShardingOptions (the planner's own estimates)."""
 
@@ -132,6 +149,7 @@ def build_planner(
     planner = EmbeddingShardingPlanner(
         topology=topology,
         batch_size=batch_size,
+        enumerator=OrderedEnumerator(topology, batch_size, constraints=constraints),
         constraints=constraints,
         storage_reservation=reservation,
         stats=[kept],
@@ -254,7 +272,7 @@ def _all_options(p: Planner, module: nn.Module) -> list[ShardingOption]:
         name: ParameterConstraints(pooling_factors=c.pooling_factors)
         for name, c in p.constraints.items()
     }
-    return EmbeddingEnumerator(p.topology, p.batch_size, constraints=loose).enumerate(
+    return OrderedEnumerator(p.topology, p.batch_size, constraints=loose).enumerate(
         module, sharders()
     )
 
