@@ -21,7 +21,7 @@ import torch
 
 from recsys_kdef.config import ConfigError, ExperimentConfig, load_config
 from recsys_kdef.data import DataError, Schema
-from recsys_kdef.data.stats import estimate_field_stats
+from recsys_kdef.data.stats import FieldStats, estimate_field_stats
 from recsys_kdef.distributed import attach_sparse_optimizer, quiet_library_warnings
 from recsys_kdef.plan.planning import PlanTarget, build_planner, collections, plan_module
 from recsys_kdef.plan.summary import PlanSummary
@@ -59,11 +59,23 @@ def load(args: argparse.Namespace, overrides: list[str], config: str | None) -> 
 
 
 def make_plan(cfg: ExperimentConfig, world: str, device: str) -> PlanSummary:
-    """Plan cfg's training module for `world` ranks of `device` (a DEVICES key)."""
-    world_size, local = parse_world(world)
-    compute_device = DEVICES[device][0]
+    """Plan cfg's training module for `world` ranks of `device` (a DEVICES key), with the
+    schema and pooling factors of the dataset at data.path (Parquet files are optional)."""
     schema = Schema.load(cfg.data.path)
     stats = estimate_field_stats(cfg.data.path, schema, cfg.planner.stats_row_groups)
+    return plan_schema(cfg, schema, stats, world, device)
+
+
+def plan_schema(
+    cfg: ExperimentConfig,
+    schema: Schema,
+    stats: dict[str, FieldStats],
+    world: str,
+    device: str,
+) -> PlanSummary:
+    """Plan the training module cfg builds over `schema` (see make_plan)."""
+    world_size, local = parse_world(world)
+    compute_device = DEVICES[device][0]
     module, _ = build_train_module(cfg, schema)
     attach_sparse_optimizer(module, cfg.train, torch.device(compute_device))
     cap = cfg.planner.hbm_cap_gb

@@ -17,6 +17,12 @@ from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
 from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
+from torchrec.distributed.planner.proposers import (
+    DynamicProgrammingProposer,
+    GreedyProposer,
+    GridSearchProposer,
+    UniformProposer,
+)
 from torchrec.distributed.planner.storage_reservations import HeuristicalStorageReservation
 from torchrec.distributed.planner.types import (
     HardwareConfig,
@@ -36,6 +42,16 @@ from recsys_kdef.plan.constraints import build_constraints
 from recsys_kdef.plan.summary import PlanSummary, RankInfo, Rejection, ShardInfo, TableInfo
 
 GB = 2**30
+# Our "greedy" stops after this many proposals in a row worse than its best (TorchRec's
+# `threshold`); unbounded it tried 3,837 plans for 130 tables, ~2 minutes, for no better plan.
+GREEDY_PATIENCE = 10
+PROPOSERS = {
+    "dynamic_programming": DynamicProgrammingProposer,
+    "greedy": lambda: GreedyProposer(threshold=GREEDY_PATIENCE),
+    "greedy_no_depth": lambda: GreedyProposer(use_depth=False, threshold=GREEDY_PATIENCE),
+    "uniform": UniformProposer,
+    "grid_search": GridSearchProposer,
+}
 # TorchRec's default: keep 15% of each device free as a margin (HeuristicalStorageReservation)
 RESERVED_PERCENTAGE = 0.15
 
@@ -96,6 +112,12 @@ class OrderedEnumerator(EmbeddingEnumerator):
     hash seed, and the planner breaks cost ties by that order: the same config then gave
     table_wise in one process and column_wise in another (PYTHONHASHSEED 1 vs 2)."""
 
+    search_space: list[ShardingOption] = []
+
+    def enumerate(self, module: nn.Module, sharders: list) -> list[ShardingOption]:
+        self.search_space = super().enumerate(module, sharders)  # kept for the summary
+        return self.search_space
+
     def _filter_sharding_types(self, name: str, allowed_sharding_types: list[str], *args, **kwargs):
         kept = super()._filter_sharding_types(name, allowed_sharding_types, *args, **kwargs)
         return [t for t in allowed_sharding_types if t in kept]
@@ -130,6 +152,7 @@ class Planner:
     batch_size: int
     target: PlanTarget
     kept: _KeepBestPlan
+    enumerator: OrderedEnumerator
 
 
 def build_planner(
@@ -146,15 +169,33 @@ def build_planner(
     constraints = build_constraints(cfg, tables, target.compute_device, pooling_factors)
     reservation = HeuristicalStorageReservation(percentage=RESERVED_PERCENTAGE)
     kept = _KeepBestPlan()
+    enumerator = OrderedEnumerator(topology, batch_size, constraints=constraints)
     planner = EmbeddingShardingPlanner(
         topology=topology,
         batch_size=batch_size,
-        enumerator=OrderedEnumerator(topology, batch_size, constraints=constraints),
+        enumerator=enumerator,
+        proposer=proposers(cfg, target.compute_device),
         constraints=constraints,
         storage_reservation=reservation,
         stats=[kept],
     )
-    return Planner(planner, topology, constraints, reservation, batch_size, target, kept)
+    return Planner(
+        planner, topology, constraints, reservation, batch_size, target, kept, enumerator
+    )
+
+
+def proposers(cfg: PlannerConfig, compute_device: str) -> list | None:
+    """planner.proposers as TorchRec objects (None: TorchRec's default). dynamic_programming bins
+    HBM (it divides by the HBM capacity), so it is left out on CPU, which has none."""
+    if cfg.proposers is None:
+        return None
+    names = [p for p in cfg.proposers if compute_device != "cpu" or p != "dynamic_programming"]
+    if not names:
+        raise ConfigError(
+            "planner.proposers: dynamic_programming plans GPU memory only; on CPU add greedy "
+            "or uniform"
+        )
+    return [PROPOSERS[p]() for p in names]
 
 
 def sharders() -> list:
@@ -183,7 +224,7 @@ def plan_module(
         batch_size=p.batch_size,
         tables=[_table_info(o, p.constraints) for o in p.kept.best_plan],
         ranks=_rank_infos(p.topology, available, p.kept.best_plan),
-        rejected=rejections(p, module, available),
+        rejected=rejections(p, available),
         field_stats=field_stats or {},
         planner={
             "seconds": round(seconds, 3),
@@ -265,22 +306,10 @@ def _rank_infos(
     return out
 
 
-def _all_options(p: Planner, module: nn.Module) -> list[ShardingOption]:
-    """Every (sharding type, kernel) the sharder supports on the device, ignoring constraints
-    other than pooling factors: what the planner would enumerate with no restrictions."""
-    loose = {
-        name: ParameterConstraints(pooling_factors=c.pooling_factors)
-        for name, c in p.constraints.items()
-    }
-    return OrderedEnumerator(p.topology, p.batch_size, constraints=loose).enumerate(
-        module, sharders()
-    )
-
-
-def _allowed(o: ShardingOption, c: ParameterConstraints | None) -> bool:
+def _allowed(kind: str, kernel: str, c: ParameterConstraints | None) -> bool:
     return c is None or (
-        (c.sharding_types is None or o.sharding_type in c.sharding_types)
-        and (c.compute_kernels is None or o.compute_kernel in c.compute_kernels)
+        (not c.sharding_types or kind in c.sharding_types)
+        and (not c.compute_kernels or kernel in c.compute_kernels)
     )
 
 
@@ -299,29 +328,34 @@ def _too_big(o: ShardingOption, avail: Storage) -> str | None:
     return None
 
 
-def rejections(p: Planner, module: nn.Module, available: list[Storage]) -> list[Rejection]:
+def rejections(p: Planner, available: list[Storage]) -> list[Rejection]:
     """Shardings the planner could not choose for each table: ruled out by a constraint, or one
     shard larger than any rank's free memory. (Options that fit but lost on cost are not listed.)"""
     out = []
+    device = p.target.compute_device
+    sharder = sharders()[0]
+    free = min(available, key=lambda s: s.hbm + s.ddr)
+    tables = {(o.path, o.name): o for o in p.enumerator.search_space}
+    for path, name in tables:
+        c = p.constraints.get(name)
+        for kind in sharder.sharding_types(device):
+            for kernel in sharder.compute_kernels(kind, device):
+                if not _allowed(kind, kernel, c):
+                    reason = "constraint: not in the allowed sharding types / kernels"
+                    out.append(Rejection(f"{path}/{name}", kind, kernel, reason))
     seen = set()
-    for o in _all_options(p, module):
+    for o in p.enumerator.search_space:
         key = (o.path, o.name, o.sharding_type, o.compute_kernel)
-        if key in seen:  # the enumerator lists column-wise splits more than once
-            continue
-        seen.add(key)
-        c = p.constraints.get(o.name)
-        reason = (
-            None if _allowed(o, c) else "constraint: not in the allowed sharding types / kernels"
-        )
-        reason = reason or _too_big(o, min(available, key=lambda s: s.hbm + s.ddr))
-        if reason:
+        reason = _too_big(o, free)
+        if reason and key not in seen:  # column-wise splits come in several sizes
+            seen.add(key)
             out.append(Rejection(f"{o.path}/{o.name}", o.sharding_type, o.compute_kernel, reason))
     return out
 
 
 def infeasible_message(p: Planner, module: nn.Module, planner_error: str) -> str:
     """Needed vs available memory per rank, the tables that fit no rank, and what to change."""
-    options = [o for o in _all_options(p, module) if _allowed(o, p.constraints.get(o.name))]
+    options = p.enumerator.search_space  # already constrained
     smallest: dict[str, ShardingOption] = {}
     for o in options:
         key = f"{o.path}/{o.name}"
@@ -333,7 +367,10 @@ def infeasible_message(p: Planner, module: nn.Module, planner_error: str) -> str
             smallest[key] = o
     need_hbm = sum(o.total_storage.hbm for o in smallest.values())
     need_ddr = sum(o.total_storage.ddr for o in smallest.values())
-    avail = _available(p, module)[0]
+    try:
+        avail = _available(p, module)[0]
+    except PlannerError:  # the dense parameters and inputs alone do not fit
+        avail = Storage(hbm=0, ddr=0)
     cap = p.topology.devices[0].storage
     n = p.target.world_size
     too_big = [k for k, o in smallest.items() if _too_big(o, avail)]
