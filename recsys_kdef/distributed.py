@@ -103,11 +103,22 @@ LIBRARY_WARNINGS = (
 LIBRARY_LOGGERS = ("torchrec.distributed.planner.storage_reservations", "torch.fx._symbolic_trace")
 
 
+# What the planner logs on the root logger for every data_parallel table (which has no spec).
+ROOT_LOG_NOISE = ("Sharding spec not found for",)
+
+
+def _not_noise(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(ROOT_LOG_NOISE)
+
+
 def quiet_library_warnings() -> None:
     for message in LIBRARY_WARNINGS:
         warnings.filterwarnings("ignore", message=f".*{re.escape(message)}")
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    root = logging.getLogger()
+    if _not_noise not in root.filters:
+        root.addFilter(_not_noise)
 
 
 def destroy_distributed() -> None:

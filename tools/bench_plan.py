@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -66,6 +67,7 @@ def main() -> None:
     quiet_library_warnings()
     torch.set_num_threads(1)
     schema = kdd12_schema()
+    load_before = ", ".join(f"{x:.2f}" for x in os.getloadavg())  # the machine is shared
     schema.save(_schema_dir(args.out))
     _, cap, bw = DEVICES[args.device]
     results = []
@@ -76,11 +78,12 @@ def main() -> None:
             overrides += ["--planner.hbm_cap_gb", str(cap)] if cap else []
             overrides += ["--planner.hbm_bw_gbps", str(bw)] if bw else []
             cfg = load_config(overrides)
-            times = []
+            times, cpu_times = [], []
             for _ in range(args.repeats):
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 summary = plan_schema(cfg, schema, {}, args.world, args.device)
                 times.append(time.perf_counter() - start)
+                cpu_times.append(time.process_time() - cpu_start)
             print(f"\n== K={k} {mode}: {len(summary.tables)} tables ==")
             print(format_summary(summary) if args.show else ranks_section(summary))
             print("Totals: " + totals_section(summary))
@@ -94,6 +97,7 @@ def main() -> None:
                     "tables": len(summary.tables),
                     "seconds_median": statistics.median(times),
                     "seconds": times,
+                    "cpu_seconds_median": statistics.median(cpu_times),
                     "planner_seconds": summary.planner["seconds"],
                     "proposals": summary.planner["proposals"],
                     "sharding_types": kinds,
@@ -102,19 +106,23 @@ def main() -> None:
                 }
             )
     print(f"\nPlanning {args.world} {args.device} (median of {args.repeats}, this machine)")
+    print(f"load average before: {load_before}")
     print(
-        "| K | embeddings | tables | seconds | planner s | proposals | sharding types | max HBM / rank |"
+        "| K | embeddings | tables | seconds | CPU s | planner s (last) | proposals | sharding types "
+        "| max HBM / rank | est. ms / step |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         kinds = ", ".join(f"{n} {t}" for t, n in sorted(r["sharding_types"].items()))
         print(
             f"| {r['students']} | {r['embedding_mode']} | {r['tables']} | {r['seconds_median']:.2f} "
-            f"| {r['planner_seconds']:.2f} | {r['proposals']} | {kinds} | {r['hbm_used_max_gb']:.3f} GB |"
+            f"| {r['cpu_seconds_median']:.2f} | {r['planner_seconds']:.2f} | {r['proposals']} "
+            f"| {kinds} | {r['hbm_used_max_gb']:.3f} GB | {r['cost_ms_max']:.3f} |"
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"world": args.world, "device": args.device, "batch_size": args.batch_size}
+    meta |= {"load_average_before": load_before}
     meta |= {"vocab": KDD12_VOCAB, "host": platform.node(), "torch": torch.__version__}
     out.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
     print(f"wrote {out}")

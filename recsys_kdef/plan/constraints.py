@@ -33,6 +33,11 @@ CPU_SHARDING_TYPES = ["table_wise", "column_wise", "table_column_wise", "data_pa
 # all-reduce, optimizer), measured 8x slower at K=4 on a Criteo-shaped batch (tools/bench_train.py).
 CPU_DEFAULT_SHARDING_TYPES = ["table_wise", "column_wise", "table_column_wise"]
 CPU_KERNELS = ["dense", "fused"]
+# The default on GPU leaves fused_uvm (all rows in host memory, no HBM cache) out: it is a
+# quarter of the planner's options and cost estimates (7.6 s instead of 12.6 s for 130 tables on
+# 2x8 GPUs, tools/bench_plan.py) and fused_uvm_caching covers the same need with an HBM cache.
+# A constraints entry (compute_kernels: [fused_uvm]) brings it back for a table.
+GPU_DEFAULT_KERNELS = ["dense", "fused", "fused_uvm_caching"]
 
 ComputeKernel = Literal["dense", "fused", "fused_uvm", "fused_uvm_caching", "key_value"]
 
@@ -129,6 +134,8 @@ def build_constraints(
                     f"{CPU_SHARDING_TYPES} and kernels from {CPU_KERNELS}"
                 )
             types = types or CPU_DEFAULT_SHARDING_TYPES
+        else:
+            kernels = kernels or GPU_DEFAULT_KERNELS
         pooling = [
             c.pooling_factor if c.pooling_factor is not None else pooling_factors.get(f, 1.0)
             for f in t.feature_names

@@ -42,6 +42,17 @@ from recsys_kdef.plan.constraints import build_constraints
 from recsys_kdef.plan.summary import PlanSummary, RankInfo, Rejection, ShardInfo, TableInfo
 
 GB = 2**30
+# What TorchRec's enumerator considers for a table with no constraints (grid_shard, key-value
+# and SSD kernels only when a constraint asks for them): the baseline for "ruled out by a constraint".
+ENUMERATED_TYPES = {
+    "data_parallel",
+    "table_wise",
+    "column_wise",
+    "table_column_wise",
+    "row_wise",
+    "table_row_wise",
+}
+ENUMERATED_KERNELS = {"dense", "fused", "fused_uvm", "fused_uvm_caching"}
 # Our "greedy" stops after this many proposals in a row worse than its best (TorchRec's
 # `threshold`); unbounded it tried 3,837 plans for 130 tables, ~2 minutes, for no better plan.
 GREEDY_PATIENCE = 10
@@ -306,11 +317,13 @@ def _rank_infos(
     return out
 
 
-def _allowed(kind: str, kernel: str, c: ParameterConstraints | None) -> bool:
-    return c is None or (
-        (not c.sharding_types or kind in c.sharding_types)
-        and (not c.compute_kernels or kernel in c.compute_kernels)
-    )
+def _ruled_out(kind: str, kernel: str, c: ParameterConstraints | None) -> str | None:
+    """Which constraint rules out (kind, kernel) for a table, or None."""
+    if c is not None and c.sharding_types and kind not in c.sharding_types:
+        return "constraint: sharding type not allowed"
+    if c is not None and c.compute_kernels and kernel not in c.compute_kernels:
+        return "constraint: kernel not allowed"
+    return None
 
 
 def _too_big(o: ShardingOption, avail: Storage) -> str | None:
@@ -340,8 +353,10 @@ def rejections(p: Planner, available: list[Storage]) -> list[Rejection]:
         c = p.constraints.get(name)
         for kind in sharder.sharding_types(device):
             for kernel in sharder.compute_kernels(kind, device):
-                if not _allowed(kind, kernel, c):
-                    reason = "constraint: not in the allowed sharding types / kernels"
+                if kind not in ENUMERATED_TYPES or kernel not in ENUMERATED_KERNELS:
+                    continue  # TorchRec enumerates these only when a constraint names them
+                reason = _ruled_out(kind, kernel, c)
+                if reason:
                     out.append(Rejection(f"{path}/{name}", kind, kernel, reason))
     seen = set()
     for o in p.enumerator.search_space:
