@@ -78,10 +78,9 @@ def plan_schema(
     compute_device = DEVICES[device][0]
     module, _ = build_train_module(cfg, schema)
     attach_sparse_optimizer(module, cfg.train, torch.device(compute_device))
-    cap = cfg.planner.hbm_cap_gb
-    label = (
-        device if cap is None else f"{device} ({cap:g} GB, {cfg.planner.hbm_bw_gbps or 0:g} GB/s)"
-    )
+    specs = [f"{cfg.planner.hbm_cap_gb:g} GB"] if cfg.planner.hbm_cap_gb else []
+    specs += [f"{cfg.planner.hbm_bw_gbps:g} GB/s"] if cfg.planner.hbm_bw_gbps else []
+    label = f"{device} ({', '.join(specs)})" if specs else device
     planner = build_planner(
         cfg.planner,
         PlanTarget(world_size, local, compute_device, label),

@@ -148,23 +148,21 @@ def format_summary(s: PlanSummary) -> str:
     return "\n\n".join(parts)
 
 
+def _placement(t: TableInfo | None) -> str:
+    if t is None:
+        return "-"
+    ranks = "all" if t.sharding_type == "data_parallel" else _ranks(t.ranks)
+    return f"{t.sharding_type} @ {ranks}"
+
+
 def moves(a: PlanSummary, b: PlanSummary) -> list[tuple[str, str, str]]:
-    """(table, placement in a, placement in b) for every table whose sharding or ranks differ."""
+    """(table, placement in a, placement in b) for every table whose sharding or ranks differ
+    (a data_parallel table on every rank of either world has not moved)."""
     placed_a = {t.key: t for t in a.tables}
-    out = []
-    for t in b.tables:
-        old = placed_a.get(t.key)
-        before = "-" if old is None else f"{old.sharding_type} @ {_ranks(old.ranks)}"
-        after = f"{t.sharding_type} @ {_ranks(t.ranks)}"
-        if before != after:
-            out.append((t.key, before, after))
-    names_b = {t.key for t in b.tables}
-    out += [
-        (t.key, f"{t.sharding_type} @ {_ranks(t.ranks)}", "-")
-        for t in a.tables
-        if t.key not in names_b
-    ]
-    return out
+    placed_b = {t.key: t for t in b.tables}
+    keys = list(placed_a) + [k for k in placed_b if k not in placed_a]
+    pairs = [(k, _placement(placed_a.get(k)), _placement(placed_b.get(k))) for k in keys]
+    return [(k, x, y) for k, x, y in pairs if x != y]
 
 
 def format_compare(a: PlanSummary, b: PlanSummary, label_a: str, label_b: str) -> str:
