@@ -321,7 +321,7 @@ class PlannerConfig:
     """TorchRec proposers the planner tries (the cheapest plan of all wins; greedy ones stop after
     10 worse proposals in a row); null: TorchRec's default (grid_search, greedy, greedy_no_depth,
     uniform, unbounded), which took 2 minutes for 130 tables on 2x8 GPUs where the default here
-    found plans of the same estimated cost in 12 s (tools/bench_plan.py)."""
+    found a plan of the same estimated cost in 9 s (tools/bench_plan.py)."""
     stats_row_groups: int = 8
     """Row groups of data.path's train split sampled for the pooling factors the planner's cost
     model uses (mean ids per row of each sparse field); 0: TorchRec's default (1.0)."""
