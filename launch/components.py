@@ -1,10 +1,11 @@
-"""TorchX component for recsys_kdef training: a thin wrapper over `dist.ddp`.
+"""TorchX components for recsys_kdef: training (a thin wrapper over `dist.ddp`) and the plan tool.
 
     torchx run -s local_cwd launch/components.py:train --nproc_per_node 2 -- --model.num_students 4
     torchx run -s slurm launch/components.py:train --nnodes 2 --nproc_per_node 8 --gpu 8 --config configs/demo.yaml
+    torchx run -s local_cwd launch/components.py:plan --world 2x8 --device h100 -- --json plan.json
 
-The same job is `torchx run dist.ddp -j 2x8 --script recsys_kdef/train.py -- --config ...`;
-this component only fixes the script and puts the config first.
+The training job is `torchx run dist.ddp -j 2x8 --script recsys_kdef/train.py -- --config ...`;
+`train` only fixes the script and puts the config first.
 """
 
 # torchx 0.7's component linter reads annotations as written: it needs typing.Optional / Dict,
@@ -58,4 +59,48 @@ def train(
         h=h,
         max_retries=max_retries,
         env=env,
+    )
+
+
+def plan(
+    *script_args: str,
+    config: str = "configs/demo.yaml",
+    world: str = "2x8",
+    device: str = "h100",
+    image: str = torchx.IMAGE,
+    cpu: int = 2,
+    memMB: int = 8192,
+) -> specs.AppDef:
+    """Plan a config's embedding sharding offline (one CPU process, no GPU) and print it.
+
+    Args:
+        script_args: more arguments for python -m recsys_kdef.plan (--json plan.json, --compare 4x8, overrides)
+        config: experiment YAML, relative to the working directory of the job
+        world: the training job to plan for, NODESxPROCS
+        device: device preset: h100, h200, a100, cpu or custom
+        image: container image (docker / kubernetes) or working directory (local, slurm)
+        cpu: CPUs
+        memMB: memory in MB
+    """
+    return specs.AppDef(
+        name="recsys_kdef_plan",
+        roles=[
+            specs.Role(
+                name="plan",
+                image=image,
+                entrypoint="python",
+                args=[
+                    "-m",
+                    "recsys_kdef.plan",
+                    "--config",
+                    config,
+                    "--world",
+                    world,
+                    "--device",
+                    device,
+                    *script_args,
+                ],
+                resource=specs.Resource(cpu=cpu, gpu=0, memMB=memMB),
+            )
+        ],
     )

@@ -13,36 +13,33 @@ import logging
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.optim import _apply_optimizer_in_backward as apply_optimizer_in_backward
-from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
 from torchrec.distributed import DistributedModelParallel
-from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
-from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
-from torchrec.distributed.planner.types import (
-    HardwareConfig,
-    KernelConfig,
-    TopologyFactory,
-    TrainerConfig,
-)
 from torchrec.distributed.types import ShardingPlan
 from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
-from recsys_kdef.config import PlannerConfig, TrainConfig
+from recsys_kdef.config import ConfigError, PlannerConfig, TrainConfig
+from recsys_kdef.data.stats import FieldStats
+from recsys_kdef.plan.planning import (
+    PlanTarget,
+    build_planner,
+    collections,
+    model_tables,
+    plan_module,
+    sharders,
+)
+from recsys_kdef.plan.summary import PlanSummary
+from recsys_kdef.plan.text import format_summary
 
-# gloo has no reduce_scatter, so row-wise kinds are CUDA-only (NOTES §2)
-CPU_SHARDING_TYPES = ["table_wise", "column_wise", "table_column_wise", "data_parallel"]
-# The default on CPU leaves data_parallel out: the planner's CPU cost model picks it even for
-# tables of 100k+ rows, whose dense gradients then cost O(table size) every step (zeroing,
-# all-reduce, optimizer), measured 8x slower at K=4 on a Criteo-shaped batch (tools/bench_train.py).
-CPU_DEFAULT_SHARDING_TYPES = ["table_wise", "column_wise", "table_column_wise"]
+logger = logging.getLogger("recsys_kdef")
 
 SPARSE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "rowwise_adagrad": RowWiseAdagrad,
@@ -106,67 +103,27 @@ LIBRARY_WARNINGS = (
 LIBRARY_LOGGERS = ("torchrec.distributed.planner.storage_reservations", "torch.fx._symbolic_trace")
 
 
+# What the planner logs on the root logger for every data_parallel table (which has no spec).
+ROOT_LOG_NOISE = ("Sharding spec not found for",)
+
+
+def _not_noise(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(ROOT_LOG_NOISE)
+
+
 def quiet_library_warnings() -> None:
     for message in LIBRARY_WARNINGS:
         warnings.filterwarnings("ignore", message=f".*{re.escape(message)}")
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    root = logging.getLogger()
+    if _not_noise not in root.filters:
+        root.addFilter(_not_noise)
 
 
 def destroy_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def build_planner(
-    cfg: PlannerConfig,
-    *,
-    world_size: int,
-    compute_device: str,
-    batch_size: int,
-    tables: list[EmbeddingBagConfig],
-    local_world_size: int | None = None,
-) -> EmbeddingShardingPlanner:
-    """TorchRec's planner for `world_size` devices of kind `compute_device` ("cpu" or "cuda").
-
-    Needs no process group, so plans for a GPU cluster can be made offline on a CPU.
-    """
-    allowed = cfg.sharding_types
-    if compute_device == "cpu":
-        bad = [t for t in (allowed or []) if t not in CPU_SHARDING_TYPES]
-        if bad:
-            raise ValueError(
-                f"planner.sharding_types: {bad} need CUDA (gloo has no reduce_scatter); "
-                f"on CPU choose from {CPU_SHARDING_TYPES}"
-            )
-        allowed = allowed or CPU_DEFAULT_SHARDING_TYPES
-    constraints = None
-    if allowed is not None or cfg.min_partition is not None:
-        constraints = {
-            t.name: ParameterConstraints(sharding_types=allowed, min_partition=cfg.min_partition)
-            for t in tables
-        }
-    cap = None if cfg.hbm_cap_gb is None else int(cfg.hbm_cap_gb * 2**30)
-    hardware = HardwareConfig(
-        hbm_cap_bytes=cap if compute_device != "cpu" else None,
-        ddr_cap_bytes=cap if compute_device == "cpu" else None,
-        hbm_mem_bw=None if cfg.hbm_bw_gbps is None else cfg.hbm_bw_gbps * 2**30 / 1000,  # bytes/ms
-    )
-    topology = TopologyFactory.create_topology(
-        trainer_config=TrainerConfig(world_size=world_size, local_world_size=local_world_size),
-        hardware_config=hardware,
-        kernel_config=KernelConfig(compute_device=compute_device),
-    )
-    return EmbeddingShardingPlanner(
-        topology=topology, batch_size=batch_size, constraints=constraints
-    )
-
-
-def _collections(module: nn.Module) -> list[EmbeddingBagCollection]:
-    found = [m for m in module.modules() if isinstance(m, EmbeddingBagCollection)]
-    if not found:
-        raise ValueError("the model has no EmbeddingBagCollection to shard")
-    return found
 
 
 def sparse_optimizer_args(cfg: TrainConfig, device: torch.device) -> tuple[type, dict]:
@@ -186,36 +143,77 @@ def sparse_optimizer_args(cfg: TrainConfig, device: torch.device) -> tuple[type,
     return SPARSE_OPTIMIZERS[cfg.sparse_optimizer], kwargs
 
 
+def attach_sparse_optimizer(module: nn.Module, cfg: TrainConfig, device: torch.device) -> None:
+    """Fuse the sparse optimizer into the backward of every trainable embedding table.
+
+    Before planning: the planner sizes each table's optimizer state from the class attached
+    here. Frozen collections (e.g. pretrained teachers) get none.
+    """
+    opt_cls, opt_kwargs = sparse_optimizer_args(cfg, device)
+    trainable = [p for ebc in collections(module) for p in ebc.parameters() if p.requires_grad]
+    if trainable:
+        apply_optimizer_in_backward(opt_cls, trainable, opt_kwargs)
+
+
 def shard_model(
     module: nn.Module,
     ctx: DistContext,
     planner_cfg: PlannerConfig,
     train_cfg: TrainConfig,
     batch_size: int,
+    field_stats: dict[str, FieldStats] | None = None,
 ) -> tuple[DistributedModelParallel, ShardingPlan]:
-    """Plan (collectively), shard the embedding collection and wrap the rest in DDP.
+    """Plan (on rank 0, for all), shard the embedding collection and wrap the rest in DDP.
 
-    The sparse optimizer is fused into the embedding backward (apply_optimizer_in_backward
-    before DMP) of every trainable collection (frozen ones, e.g. pretrained teachers, get
-    none). Tables must still be on `meta`; DMP materialises each rank's shards.
+    With `planner.plan_file` the saved plan is applied instead, after checking it fits this
+    world and model. Rank 0 logs the plan summary the plan tool prints. `field_stats` (from
+    the training data) give the planner its pooling factors. Tables must still be on `meta`;
+    DMP materialises each rank's shards.
     """
-    collections = _collections(module)
-    opt_cls, opt_kwargs = sparse_optimizer_args(train_cfg, ctx.device)
-    trainable = [p for ebc in collections for p in ebc.parameters() if p.requires_grad]
-    if trainable:
-        apply_optimizer_in_backward(opt_cls, trainable, opt_kwargs)
-    sharders = [EmbeddingBagCollectionSharder()]
-    planner = build_planner(
-        planner_cfg,
-        world_size=ctx.world_size,
-        local_world_size=ctx.local_world_size,
-        compute_device=ctx.device.type,
-        batch_size=batch_size,
-        tables=[t for ebc in collections for t in ebc.embedding_bag_configs()],
-    )
-    plan = planner.collective_plan(module, sharders, dist.GroupMember.WORLD)
-    dmp = DistributedModelParallel(module=module, device=ctx.device, plan=plan, sharders=sharders)
+    attach_sparse_optimizer(module, train_cfg, ctx.device)
+    if planner_cfg.plan_file:
+        summary = PlanSummary.load(planner_cfg.plan_file)
+        summary.check_fits(
+            planner_cfg.plan_file,
+            ctx.world_size,
+            ctx.device.type,
+            {k: (t.num_embeddings, t.embedding_dim) for k, t in model_tables(module).items()},
+        )
+        plan = summary.to_sharding_plan()
+    else:
+        summary, plan = _plan_on_rank_0(module, ctx, planner_cfg, batch_size, field_stats or {})
+    if ctx.is_main:
+        logger.info("sharding plan\n%s", format_summary(summary))
+    dmp = DistributedModelParallel(module=module, device=ctx.device, plan=plan, sharders=sharders())
     return dmp, plan
+
+
+def _plan_on_rank_0(
+    module: nn.Module,
+    ctx: DistContext,
+    cfg: PlannerConfig,
+    batch_size: int,
+    field_stats: dict[str, FieldStats],
+) -> tuple[PlanSummary, ShardingPlan]:
+    """Rank 0 plans, every rank gets its plan (TorchRec's collective_plan does the same); a
+    planning error (infeasible, bad constraints) is raised on every rank, not only rank 0."""
+    result: tuple | str | None = None
+    if ctx.is_main:
+        planner = build_planner(
+            cfg,
+            PlanTarget(ctx.world_size, ctx.local_world_size, ctx.device.type),
+            batch_size=batch_size,
+            tables=[t for ebc in collections(module) for t in ebc.embedding_bag_configs()],
+            pooling_factors={f: s.pooling_factor for f, s in field_stats.items()},
+        )
+        try:
+            result = plan_module(planner, module, {f: asdict(s) for f, s in field_stats.items()})
+        except ConfigError as e:
+            result = str(e)
+    result = broadcast_object(result)
+    if isinstance(result, str):
+        raise ConfigError(result)
+    return result
 
 
 def build_optimizer(

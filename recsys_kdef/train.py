@@ -20,6 +20,7 @@ from torchrec.optim.keyed import CombinedOptimizer
 from recsys_kdef.checkpoint import load_full_state_dict, save_checkpoint
 from recsys_kdef.config import ConfigError, ExperimentConfig, load_config, to_dict
 from recsys_kdef.data import DataError, Readers, Schema, build_readers
+from recsys_kdef.data.stats import estimate_field_stats
 from recsys_kdef.distributed import (
     DistContext,
     build_optimizer,
@@ -49,6 +50,16 @@ class Job:
     optimizer: CombinedOptimizer
 
 
+def build_train_module(
+    cfg: ExperimentConfig, schema: Schema
+) -> tuple[EnsembleTrain, list[dict[str, torch.Tensor]]]:
+    """The module the planner shards (model + objective, tables on `meta`), and the weights of
+    pretrained ECKD teachers to load after sharding. The plan tool plans this same module."""
+    model, teacher_weights = build_training_model(cfg, schema)
+    objective = build_objective(cfg.objective, model)
+    return EnsembleTrain(model, objective, embedding_l2=cfg.train.embedding_l2), teacher_weights
+
+
 def build_job(cfg: ExperimentConfig, ctx: DistContext) -> Job:
     """Readers, the model + objective sharded by the planner, and the combined optimizer."""
     torch.manual_seed(cfg.train.seed)  # same tower init on every rank
@@ -56,10 +67,11 @@ def build_job(cfg: ExperimentConfig, ctx: DistContext) -> Job:
     readers = build_readers(
         cfg.data, schema, rank=ctx.rank, world_size=ctx.world_size, seed=cfg.train.seed
     )
-    model, teacher_weights = build_training_model(cfg, schema)  # embedding tables on `meta`
-    objective = build_objective(cfg.objective, model)
-    train_module = EnsembleTrain(model, objective, embedding_l2=cfg.train.embedding_l2)
-    module, plan = shard_model(train_module, ctx, cfg.planner, cfg.train, cfg.data.batch_size)
+    train_module, teacher_weights = build_train_module(cfg, schema)
+    stats = estimate_field_stats(cfg.data.path, schema, cfg.planner.stats_row_groups)
+    module, plan = shard_model(
+        train_module, ctx, cfg.planner, cfg.train, cfg.data.batch_size, field_stats=stats
+    )
     for j, weights in enumerate(teacher_weights):  # ECKD pretrain: each rank loads its shards
         load_full_state_dict(module, weights, prefix=f"model.teachers.{j}.")
     optimizer = build_optimizer(module, plan, cfg.train)

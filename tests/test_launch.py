@@ -95,3 +95,25 @@ def test_kubernetes_dry_run_is_a_volcano_job_per_node():
         assert container["image"] == "ghcr.io/example/recsys_kdef:latest"
         assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
         assert "recsys_kdef/train.py --config configs/demo.yaml" in container["command"][-1]
+
+
+def test_plan_component_runs_the_tool_in_one_cpu_process():
+    app = components.plan("--json", "plan.json", world="4x8", device="h200")
+    (role,) = app.roles
+    assert role.num_replicas == 1 and role.resource.gpu == 0
+    assert [role.entrypoint, *role.args] == [
+        "python",
+        "-m",
+        "recsys_kdef.plan",
+        "--config",
+        "configs/demo.yaml",
+        "--world",
+        "4x8",
+        "--device",
+        "h200",
+        "--json",
+        "plan.json",
+    ]
+    # torchx's component linter accepts it (no `X | None` annotations)
+    out = torchx_dryrun("-s", "local_cwd", "launch/components.py:plan", "--world", "2x8")
+    assert "recsys_kdef.plan" in out and "2x8" in out
