@@ -316,3 +316,34 @@ def exchange_rows(tensor: torch.Tensor, dest: torch.Tensor) -> torch.Tensor:
         input_split_sizes=send_counts.tolist(),
     )
     return received
+
+
+def norm_buffers(module: nn.Module) -> list[torch.Tensor]:
+    """The running statistics of every (batch-)norm layer: buffers named `running_*` or
+    `num_batches_tracked` (not the embedding kernels' buffers)."""
+    return [
+        b
+        for name, b in module.named_buffers()
+        if name.rsplit(".", 1)[-1].startswith("running_") or name.endswith("num_batches_tracked")
+    ]
+
+
+@torch.no_grad()
+def average_norm_statistics(module: nn.Module) -> None:
+    """Average the batch-norm running statistics over ranks (a collective).
+
+    Each rank's statistics follow its own batches (the dense part's DDP does not broadcast
+    buffers), so without this the ranks would evaluate, and a checkpoint (which stores one
+    copy of a replicated tensor) would save, different models.
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    stats = [b for b in norm_buffers(module) if b.is_floating_point()]
+    if stats:
+        flat = torch.cat([b.reshape(-1) for b in stats])
+        dist.all_reduce(flat)
+        flat /= dist.get_world_size()
+        offset = 0
+        for b in stats:
+            b.copy_(flat[offset : offset + b.numel()].view_as(b))
+            offset += b.numel()

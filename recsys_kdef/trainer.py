@@ -25,7 +25,14 @@ from tqdm import tqdm
 from recsys_kdef import checkpoint as ckpt
 from recsys_kdef.config import TrainConfig
 from recsys_kdef.data.reader import ParquetBatchReader
-from recsys_kdef.distributed import DistContext, all_reduce_sum, broadcast_object, learning_rates
+from recsys_kdef.distributed import (
+    DistContext,
+    all_reduce_sum,
+    average_norm_statistics,
+    broadcast_object,
+    learning_rates,
+    norm_buffers,
+)
 from recsys_kdef.evaluate import EvalResult, best_student, evaluate
 
 logger = logging.getLogger(__name__)
@@ -65,7 +72,7 @@ class NonFiniteLoss(RuntimeError):
 
 
 FAIL_AT_STEP_ENV = "RECSYS_KDEF_FAIL_AT_STEP"
-"""Test hook: "RANK:STEP" makes that rank exit abruptly after STEP on the first attempt of an
+"""Test hook: "RANK:STEP" (RANK may be `all`) makes that rank exit abruptly after STEP on the first attempt of an
 elastic job (TORCHELASTIC_RESTART_COUNT 0), to test recovery from the last checkpoint."""
 
 
@@ -161,11 +168,17 @@ class Trainer:
         when the loss was not finite on some rank and train.nonfinite = skip."""
         batch = batch.to(self.ctx.device, non_blocking=True)
         self.optimizer.zero_grad()
+        # a skipped batch must not leave its batch-norm statistics behind (small dense buffers)
+        norms = norm_buffers(self.module) if self.cfg.nonfinite == "skip" else []
+        saved = [b.clone() for b in norms]
         loss, (objective, _) = self.module(batch)
         # every rank must take the same branch: the backward pass is a collective
         bad = all_reduce_sum(torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0]))
         if bad.item():
             if self.cfg.nonfinite == "skip":
+                with torch.no_grad():
+                    for buffer, before in zip(norms, saved, strict=True):
+                        buffer.copy_(before)
                 return None
             parts = {k: float(v) for k, v in {"loss": loss, **objective.components}.items()}
             raise NonFiniteLoss(
@@ -181,6 +194,7 @@ class Trainer:
     ) -> bool:
         """Evaluate, keep the best weights, decay LR or stop. Returns True to stop."""
         rate = window.samples_per_sec(self.ctx.world_size)
+        average_norm_statistics(self.module)  # one model on every rank, as checkpoints store it
         evaluation = evaluate(self.module, valid, self.ctx)
         monitor = self._monitor_value(evaluation)
         point = Validation(
@@ -224,6 +238,7 @@ class Trainer:
         """A resumable checkpoint of this step (train.save_checkpoint), then keep_last rotation."""
         if not self.cfg.save_checkpoint:
             return
+        average_norm_statistics(self.module)  # what is saved is what every rank continues with
         last_epoch_done = self._position == (self.cfg.epochs, 0)
         state = {
             "position": list(self._position),
@@ -372,6 +387,6 @@ def _fail_here_for_tests(rank: int, step: int) -> None:
     target = os.environ.get(FAIL_AT_STEP_ENV)
     if not target or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
         return
-    fail_rank, fail_step = (int(x) for x in target.split(":"))
-    if rank == fail_rank and step == fail_step:
+    fail_rank, fail_step = target.split(":")
+    if fail_rank in ("all", str(rank)) and step == int(fail_step):
         os._exit(17)
