@@ -77,7 +77,15 @@ def init_distributed() -> DistContext:
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
         if use_cuda:
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
+        if "TORCHELASTIC_RESTART_COUNT" in os.environ:
+            dist.init_process_group(
+                backend=backend,
+                store=_attempt_store(),
+                rank=int(os.environ["RANK"]),
+                world_size=int(os.environ["WORLD_SIZE"]),
+            )
+        else:
+            dist.init_process_group(backend=backend)
     else:
         local_rank, local_world = 0, 1
         dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1)
@@ -90,6 +98,23 @@ def init_distributed() -> DistContext:
         device=device,
         backend=backend,
     )
+
+
+def _attempt_store() -> dist.Store:
+    """The elastic agent's store, with keys prefixed by the restart attempt.
+
+    torch 2.13's torchrun reuses one store across restarts, and the gloo group of a restarted
+    job then reads the previous attempt's addresses ("Gloo connectFullMesh failed ...
+    Connection refused"); a prefix per attempt keeps them apart.
+    """
+    agent_hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        int(os.environ["WORLD_SIZE"]),
+        is_master=not agent_hosts and os.environ["RANK"] == "0",
+    )
+    return dist.PrefixStore(f"attempt_{os.environ['TORCHELASTIC_RESTART_COUNT']}", store)
 
 
 # Warnings torch and torchrec raise about their own internals (ShardedTensor's deprecation,
