@@ -50,15 +50,9 @@ def train(
         config,
         *script_args,
         script="recsys_kdef/train.py",
-        j=f"{nnodes}x{nproc_per_node}",
         name="recsys_kdef",
-        image=image,
-        cpu=cpu,
-        gpu=gpu,
-        memMB=memMB,
-        h=h,
         max_retries=max_retries,
-        env=env,
+        **_hosts(nnodes, nproc_per_node, image, cpu, gpu, memMB, h, env),
     )
 
 
@@ -102,12 +96,13 @@ def evaluate(
         split,
         *script_args,
         m="recsys_kdef.evaluate",
-        j=f"{nnodes}x{nproc_per_node}",
         name="recsys_kdef_evaluate",
-        image=image,
-        cpu=cpu,
-        gpu=gpu,
-        memMB=memMB,
-        h=h,
-        env=env,
+        **_hosts(nnodes, nproc_per_node, image, cpu, gpu, memMB, h, env),
+    )
+
+
+def _hosts(nnodes, nproc_per_node, image, cpu, gpu, memMB, h, env) -> dict:  # noqa: N803
+    """dist.ddp's job shape and per-host resources, as both components pass them."""
+    return dict(
+        j=f"{nnodes}x{nproc_per_node}", image=image, cpu=cpu, gpu=gpu, memMB=memMB, h=h, env=env
     )
