@@ -21,8 +21,8 @@ from recsys_kdef.distributed import (
     init_distributed,
     quiet_library_warnings,
 )
+from recsys_kdef.eval_plots import plot_calibration, plot_heads, plot_roc
 from recsys_kdef.evaluate import PredictionWriter, evaluate
-from recsys_kdef.plots import plot_calibration, plot_heads, plot_roc
 from recsys_kdef.report import format_table, with_best_student, write_json_atomic
 from recsys_kdef.train import build_module
 
