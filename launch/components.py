@@ -1,7 +1,9 @@
-"""TorchX components for recsys_kdef: training (a thin wrapper over `dist.ddp`) and the plan tool.
+"""TorchX components for recsys_kdef: training and offline evaluation (thin wrappers over
+`dist.ddp`) and the plan tool.
 
     torchx run -s local_cwd launch/components.py:train --nproc_per_node 2 -- --model.num_students 4
     torchx run -s slurm launch/components.py:train --nnodes 2 --nproc_per_node 8 --gpu 8 --config configs/demo.yaml
+    torchx run -s local_cwd launch/components.py:evaluate --checkpoint runs/demo --data data/demo --nproc_per_node 4
     torchx run -s local_cwd launch/components.py:plan --world 2x8 --device h100 -- --json plan.json
 
 The training job is `torchx run dist.ddp -j 2x8 --script recsys_kdef/train.py -- --config ...`;
@@ -50,15 +52,61 @@ def train(
         config,
         *script_args,
         script="recsys_kdef/train.py",
-        j=f"{nnodes}x{nproc_per_node}",
         name="recsys_kdef",
-        image=image,
-        cpu=cpu,
-        gpu=gpu,
-        memMB=memMB,
-        h=h,
         max_retries=max_retries,
-        env=env,
+        **_hosts(nnodes, nproc_per_node, image, cpu, gpu, memMB, h, env),
+    )
+
+
+def evaluate(
+    *script_args: str,
+    checkpoint: str,
+    data: str,
+    split: str = "test",
+    nnodes: int = 1,
+    nproc_per_node: int = 2,
+    image: str = torchx.IMAGE,
+    cpu: int = 2,
+    gpu: int = 0,
+    memMB: int = 8192,
+    h: Optional[str] = None,  # noqa: UP045
+    env: Optional[Dict[str, str]] = None,  # noqa: UP006, UP045
+) -> specs.AppDef:
+    """Evaluate a checkpoint on a Parquet split with nnodes x nproc_per_node processes (any
+    number: the checkpoint is resharded on load).
+
+    Args:
+        script_args: more options of python -m recsys_kdef.evaluate (--heads, --predictions, --out)
+        checkpoint: a run directory (its best checkpoint) or one checkpoint directory
+        data: dataset directory (schema.json and one directory per split)
+        split: the split to evaluate
+        nnodes: number of hosts
+        nproc_per_node: processes per host
+        image: container image (docker / kubernetes) or working directory (local, slurm)
+        cpu: CPUs per host
+        gpu: GPUs per host
+        memMB: memory per host in MB
+        h: a registered named resource (overrides cpu, gpu, memMB)
+        env: extra environment variables
+    """
+    return dist.ddp(
+        "--checkpoint",
+        checkpoint,
+        "--data",
+        data,
+        "--split",
+        split,
+        *script_args,
+        m="recsys_kdef.evaluate",
+        name="recsys_kdef_evaluate",
+        **_hosts(nnodes, nproc_per_node, image, cpu, gpu, memMB, h, env),
+    )
+
+
+def _hosts(nnodes, nproc_per_node, image, cpu, gpu, memMB, h, env) -> dict:  # noqa: N803
+    """dist.ddp's job shape and per-host resources, as both components pass them."""
+    return dict(
+        j=f"{nnodes}x{nproc_per_node}", image=image, cpu=cpu, gpu=gpu, memMB=memMB, h=h, env=env
     )
 
 

@@ -1,63 +1,216 @@
-"""Checkpoints: the full (unsharded) weights of a run, with the config and schema they need.
+"""Sharded checkpoints with torch.distributed.checkpoint (DCP): every rank writes its own shards.
 
-A sharded model's state is gathered shard by shard to rank 0 and written there; loading
-copies full tensors into a (possibly differently) sharded model, each rank taking its own
-shards. Checkpoints feed ECKD's pretrained teachers and `recsys_kdef.export`.
+A checkpoint is a directory `<output_dir>/checkpoints/step-000000123` (or `best`) holding:
+
+- DCP files (`.metadata`, `__<rank>_0.distcp`): the train module's state (embedding-table
+  shards, towers, batch-norm buffers) under `model.`, and the combined optimizer's state
+  (fused sparse shards, dense Adam, data-parallel tables, learning rates) under `optim.`;
+- `rng/rank-<r>.pt`: each rank's torch RNG state (a uint8 tensor, read with weights_only);
+- `meta.json`: config, schema, model prefix, best student, trainer state (step, epoch,
+  batches done in the epoch, LR/early-stopping state, history) — plain JSON.
+
+It is written under `.tmp-<name>` and renamed into place by rank 0 once every rank has
+finished, so a visible checkpoint is always complete; loaders also require `meta.json` and
+`.metadata`. DCP reshards on load: a checkpoint written by N ranks loads on M ranks, and
+without a process group into full tensors (export, ECKD teachers).
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-from recsys_kdef.io import atomic_path, load_versioned
+from recsys_kdef.io import atomic_path
 
-FORMAT = 1
-
-
-def gather_full_state_dict(module: nn.Module) -> dict[str, torch.Tensor] | None:
-    """The module's full state on rank 0 (None on other ranks); every rank must call it."""
-    is_main = not dist.is_initialized() or dist.get_rank() == 0
-    full: dict[str, torch.Tensor] = {}
-    for name, value in module.state_dict().items():
-        if isinstance(value, ShardedTensor):
-            out = torch.empty(value.size(), dtype=value.dtype) if is_main else None
-            value.gather(dst=0, out=out)
-            if is_main:
-                full[name] = out
-        elif is_main:
-            full[name] = value.detach().cpu().clone()
-    return full if is_main else None
+FORMAT = 2
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+META = "meta.json"
+_STEP_PREFIX = "step-"
 
 
-def save_checkpoint(path: str | Path, module: nn.Module, **meta: Any) -> None:
-    """Gather `module` and write {"format", "state_dict", **meta} to `path` on rank 0, atomically."""
-    state = gather_full_state_dict(module)
-    if state is None:
-        return
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "state_dict": state, **meta}, tmp)
+class CheckpointError(Exception):
+    """A checkpoint that is missing, incomplete or not of this project."""
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by save_checkpoint (tensors on CPU); `path` may be its run directory."""
-    return load_versioned(
-        path,
-        "checkpoint.pt",
-        FORMAT,
-        "checkpoint",
-        "a training run writes <train.output_dir>/checkpoint.pt",
+def step_name(step: int) -> str:
+    return f"{_STEP_PREFIX}{step:09d}"
+
+
+def _barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_complete(directory: Path) -> bool:
+    """True for a directory that save_checkpoint finished (never for a temporary one)."""
+    return (
+        not directory.name.startswith(".")
+        and (directory / META).is_file()
+        and (directory / ".metadata").is_file()
     )
 
 
-def sub_state_dict(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The entries under `prefix` (e.g. "model."), with the prefix removed."""
-    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+def save_checkpoint(
+    directory: str | Path,
+    module: nn.Module,
+    optimizer: Any | None,
+    meta: dict[str, Any],
+) -> Path:
+    """Write `module` (+ `optimizer`) shards from every rank, RNG states and `meta`; atomic.
+
+    A collective: every rank calls it with the same `directory`. An existing checkpoint of
+    that name (e.g. `best`) is replaced only once the new one is complete.
+    """
+    directory = Path(directory)
+    tmp = directory.parent / f".tmp-{directory.name}"
+    if _rank() == 0:
+        shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a run killed mid-save
+        tmp.mkdir(parents=True)
+    _barrier()
+    state: dict[str, Any] = {"model": module.state_dict()}
+    if optimizer is not None:
+        state["optim"] = optimizer.state_dict()
+    dcp.save(state, checkpoint_id=str(tmp))
+    (tmp / "rng").mkdir(exist_ok=True)
+    torch.save({"torch": torch.get_rng_state()}, tmp / "rng" / f"rank-{_rank()}.pt")
+    _barrier()
+    if _rank() == 0:
+        record = {"format": FORMAT, "world_size": _world_size(), **meta}
+        with atomic_path(tmp / META) as f:
+            f.write_text(json.dumps(record, indent=1))
+        old = directory.parent / f".old-{directory.name}"
+        if directory.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
+    _barrier()
+    return directory
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    """The meta.json of a complete checkpoint directory; an error naming what is wrong."""
+    directory = Path(directory)
+    if not is_complete(directory):
+        raise CheckpointError(
+            f"{directory}: not a complete recsys_kdef checkpoint (needs {META} and .metadata; "
+            "a training run writes <train.output_dir>/checkpoints/step-*/ and best/)"
+        )
+    meta = json.loads((directory / META).read_text())
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{directory / META}: format {meta.get('format')}, expected {FORMAT}")
+    return meta
+
+
+def step_checkpoints(root: str | Path) -> list[Path]:
+    """The complete `step-*` checkpoints under `root` (a checkpoints directory), oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.glob(f"{_STEP_PREFIX}*") if p.is_dir() and is_complete(p)]
+    return sorted(found, key=lambda p: int(p.name[len(_STEP_PREFIX) :]))
+
+
+def rotate(root: str | Path, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` step checkpoints (rank 0 only; `best` is kept)."""
+    if _rank() != 0:
+        return
+    for old in step_checkpoints(root)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint directory from a run directory (-> its best), a checkpoints dir or itself."""
+    path = Path(path)
+    for candidate in (path, path / BEST, path / CHECKPOINTS / BEST):
+        if is_complete(candidate):
+            return candidate
+    steps = step_checkpoints(path) or step_checkpoints(path / CHECKPOINTS)
+    if steps:
+        return steps[-1]
+    raise CheckpointError(
+        f"{path}: no complete checkpoint here (a training run writes "
+        f"<train.output_dir>/{CHECKPOINTS}/{BEST}/ and {_STEP_PREFIX}*/)"
+    )
+
+
+def load_into(directory: str | Path, module: nn.Module, optimizer: Any | None = None) -> None:
+    """Load a checkpoint into a (possibly differently) sharded `module` and `optimizer`.
+
+    A collective. DCP reads each rank's shards from wherever they were written (resharding).
+    The optimizer's lazily created state (dense Adam) is materialised first so DCP has
+    somewhere to load it.
+    """
+    directory = Path(directory)
+    read_meta(directory)
+    state: dict[str, Any] = {"model": module.state_dict()}
+    if optimizer is not None:
+        optimizer.init_state()
+        state["optim"] = optimizer.state_dict()
+    dcp.load(state, checkpoint_id=str(directory))
+    module.load_state_dict(state["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optim"])
+
+
+def restore_rng(directory: str | Path) -> bool:
+    """Set this rank's torch RNG state from the checkpoint; False if it has none for this rank."""
+    path = Path(directory) / "rng" / f"rank-{_rank()}.pt"
+    if not path.is_file():
+        return False
+    torch.set_rng_state(torch.load(path, weights_only=True)["torch"])
+    return True
+
+
+def load_full_model_state(directory: str | Path, prefix: str) -> dict[str, torch.Tensor]:
+    """Full (unsharded) tensors of the saved module state under `prefix`, prefix removed.
+
+    Needs no process group: DCP assembles every tensor from all ranks' shards in this process.
+    """
+    directory = Path(directory)
+    reader = dcp.FileSystemReader(str(directory))
+    key_prefix = f"model.{prefix}"
+    template: dict[str, torch.Tensor] = {}
+    for key, item in reader.read_metadata().state_dict_metadata.items():
+        if key.startswith(key_prefix) and isinstance(item, TensorStorageMetadata):
+            template[key[len("model.") :]] = torch.empty(item.size, dtype=item.properties.dtype)
+    if not template:
+        raise CheckpointError(f"{directory}: no model tensors under '{prefix}'")
+    state = {"model": template}
+    dcp.load(state, storage_reader=reader, no_dist=True)
+    return {k[len(prefix) :]: v for k, v in state["model"].items()}
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """meta.json of the checkpoint at `path` plus `state_dict`: the full model weights.
+
+    `path` may be a run directory (its best checkpoint), a checkpoints directory or one
+    checkpoint. Keys of `state_dict` are those of the model (the train module's
+    `model_prefix` removed).
+    """
+    directory = resolve(path)
+    meta = read_meta(directory)
+    meta["state_dict"] = load_full_model_state(directory, meta["model_prefix"])
+    meta["path"] = str(directory)
+    return meta
 
 
 @torch.no_grad()
@@ -95,3 +248,28 @@ def load_full_state_dict(
                 shard.tensor.copy_(source[region])
         else:
             target.copy_(source)
+
+
+def resume_point(resume: str | None, output_dir: str | Path) -> Path | None:
+    """The step checkpoint `train.resume` names: None (fresh start), auto (the newest under
+    `output_dir`, or None if there is none), or a path (a step checkpoint, or the newest in
+    a run / checkpoints directory). Every rank gets rank 0's answer."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        steps = step_checkpoints(Path(output_dir) / CHECKPOINTS)
+        found = steps[-1] if steps else None
+    else:
+        path = Path(resume)
+        steps = step_checkpoints(path) or step_checkpoints(path / CHECKPOINTS)
+        found = path if is_complete(path) else (steps[-1] if steps else None)
+        if found is None:
+            raise CheckpointError(
+                f"train.resume={resume}: no complete step checkpoint there (expected a "
+                f"{_STEP_PREFIX}* directory with {META}, or a run directory holding some)"
+            )
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        box = [found]
+        dist.broadcast_object_list(box, src=0)
+        found = box[0]
+    return found

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from recsys_kdef.checkpoint import load_checkpoint, sub_state_dict
+from recsys_kdef.checkpoint import CheckpointError, load_checkpoint
 from recsys_kdef.config import ExperimentConfig
 from recsys_kdef.config.loading import from_dict
 from recsys_kdef.data.reader import ParquetBatchReader, list_split_files
@@ -125,7 +125,7 @@ def diagnose(checkpoint: str | Path, data: str | Path | None, split: str, max_ro
     ckpt = load_checkpoint(checkpoint)
     cfg = from_dict(ExperimentConfig, ckpt["config"])
     schema = Schema.from_json(ckpt["schema"])
-    state = sub_state_dict(ckpt["state_dict"], ckpt["model_prefix"])
+    state = ckpt["state_dict"]  # full weights, assembled from the ranks' shards
     data = Path(data or cfg.data.path)
     used = used_ids(data, schema, "train", max_rows)
     model = build_model(cfg.model, schema, device=torch.device("cpu"))
@@ -221,7 +221,9 @@ def format_summary(result: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Collapse diagnostics of a trained ensemble.")
     parser.add_argument(
-        "--checkpoint", required=True, help="checkpoint.pt of a run (or its directory)"
+        "--checkpoint",
+        required=True,
+        help="a run directory (its best checkpoint) or one checkpoint directory",
     )
     parser.add_argument("--data", help="dataset directory (default: the run's data.path)")
     parser.add_argument("--split", default="valid", help="split for the students' agreement")
@@ -232,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         result = diagnose(args.checkpoint, args.data, args.split, args.max_rows)
-    except (DataError, FileNotFoundError, ValueError) as e:
+    except (CheckpointError, DataError, FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     out = args.out or (
         Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent

@@ -74,7 +74,15 @@ def init_distributed() -> DistContext:
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
         if use_cuda:
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
+        if "TORCHELASTIC_RESTART_COUNT" in os.environ:
+            dist.init_process_group(
+                backend=backend,
+                store=_attempt_store(),
+                rank=int(os.environ["RANK"]),
+                world_size=int(os.environ["WORLD_SIZE"]),
+            )
+        else:
+            dist.init_process_group(backend=backend)
     else:
         local_rank, local_world = 0, 1
         dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1)
@@ -87,6 +95,23 @@ def init_distributed() -> DistContext:
         device=device,
         backend=backend,
     )
+
+
+def _attempt_store() -> dist.Store:
+    """The elastic agent's store, with keys prefixed by the restart attempt.
+
+    torch 2.13's torchrun reuses one store across restarts, and the gloo group of a restarted
+    job then reads the previous attempt's addresses ("Gloo connectFullMesh failed ...
+    Connection refused"); a prefix per attempt keeps them apart.
+    """
+    agent_hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        int(os.environ["WORLD_SIZE"]),
+        is_master=not agent_hosts and os.environ["RANK"] == "0",
+    )
+    return dist.PrefixStore(f"attempt_{os.environ['TORCHELASTIC_RESTART_COUNT']}", store)
 
 
 # Warnings torch and torchrec raise about their own internals (ShardedTensor's deprecation,
@@ -314,3 +339,34 @@ def exchange_rows(tensor: torch.Tensor, dest: torch.Tensor) -> torch.Tensor:
         input_split_sizes=send_counts.tolist(),
     )
     return received
+
+
+def norm_buffers(module: nn.Module) -> list[torch.Tensor]:
+    """The running statistics of every (batch-)norm layer: buffers named `running_*` or
+    `num_batches_tracked` (not the embedding kernels' buffers)."""
+    return [
+        b
+        for name, b in module.named_buffers()
+        if name.rsplit(".", 1)[-1].startswith("running_") or name.endswith("num_batches_tracked")
+    ]
+
+
+@torch.no_grad()
+def average_norm_statistics(module: nn.Module) -> None:
+    """Average the batch-norm running statistics over ranks (a collective).
+
+    Each rank's statistics follow its own batches (the dense part's DDP does not broadcast
+    buffers), so without this the ranks would evaluate, and a checkpoint (which stores one
+    copy of a replicated tensor) would save, different models.
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    stats = [b for b in norm_buffers(module) if b.is_floating_point()]
+    if stats:
+        flat = torch.cat([b.reshape(-1) for b in stats])
+        dist.all_reduce(flat)
+        flat /= dist.get_world_size()
+        offset = 0
+        for b in stats:
+            b.copy_(flat[offset : offset + b.numel()].view_as(b))
+            offset += b.numel()

@@ -1,15 +1,32 @@
-"""One evaluation pass: every head's AUC / logloss / NE / gAUC, the mean loss components and
-the mean objective weights (exam lambda / mu, fusion weights), reduced over all ranks."""
+"""Evaluation: one pass of every head's AUC / logloss / NE / gAUC / calibration, the mean loss
+components and objective weights (exam lambda / mu, fusion weights), reduced over all ranks;
+used inside training and by the offline job on a checkpoint (recsys_kdef.offline_eval), on
+any number of ranks:
+
+    python -m recsys_kdef.evaluate --checkpoint runs/demo --data data/demo [--split test] \
+        [--heads student_0,ensemble] [--predictions preds/] [--out eval/]
+    torchrun --nproc_per_node 4 -m recsys_kdef.evaluate --checkpoint runs/demo --data data/demo
+
+The job streams the split (bounded memory), writes `<out>/evaluation.json` and PNG plots
+(ROC, calibration, per-head bars), and with --predictions one Parquet file per rank.
+"""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from recsys_kdef.data.reader import ParquetBatchReader
 from recsys_kdef.distributed import DistContext, all_reduce_sum
+from recsys_kdef.io import atomic_path
 from recsys_kdef.metrics import EvalMetrics
 
 
@@ -59,40 +76,123 @@ class EvalResult:
     weights: dict[str, float | list] = field(default_factory=dict)
     """Mean objective weights over the rows: exam lambda (K,), mu (K, K), fusion (K,), gate (T,)."""
     rows: int = 0
+    curves: dict[str, dict] = field(default_factory=dict)
+    """{head: {reliability, roc}} when asked for (see EvalMetrics.curves)."""
+
+
+class PredictionWriter:
+    """This rank's predictions as `<directory>/part-<rank>.parquet`: one column per head, the
+    label and the group; written in row groups as rows arrive, visible only when complete."""
+
+    ROWS_PER_GROUP = 1 << 16
+
+    def __init__(self, directory: str | Path, rank: int) -> None:
+        self.path = Path(directory) / f"part-{rank:05d}.parquet"
+        self._atomic = atomic_path(self.path)
+        self._tmp = self._atomic.__enter__()
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: list[dict[str, np.ndarray]] = []
+        self.rows = 0
+
+    def add(self, heads: list[str], probs: torch.Tensor, labels: torch.Tensor, groups) -> None:
+        columns = {h: probs[:, i].float().cpu().numpy() for i, h in enumerate(heads)}
+        columns["label"] = labels.float().cpu().numpy()
+        if groups is not None:
+            columns["group"] = groups.cpu().numpy()
+        self._pending.append(columns)
+        self.rows += len(labels)
+        if sum(len(c["label"]) for c in self._pending) >= self.ROWS_PER_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        table = pa.table(
+            {k: np.concatenate([c[k] for c in self._pending]) for k in self._pending[0]}
+        )
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._tmp, table.schema)
+        self._writer.write_table(table)
+        self._pending = []
+
+    def close(self, ok: bool = True) -> None:
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+        elif ok:  # no rows on this rank: an empty file keeps one part per rank
+            pq.write_table(pa.table({"label": pa.array([], pa.float32())}), self._tmp)
+        self._atomic.__exit__(*((None, None, None) if ok else sys.exc_info()))
 
 
 @torch.no_grad()
-def evaluate(module: nn.Module, reader: ParquetBatchReader, ctx: DistContext) -> EvalResult:
+def evaluate(
+    module: nn.Module,
+    reader: ParquetBatchReader,
+    ctx: DistContext,
+    *,
+    heads: list[str] | None = None,
+    curves: bool = False,
+    predictions: PredictionWriter | None = None,
+    progress: bool = False,
+) -> EvalResult:
     """Run `module` (the sharded train module) over `reader` on every rank; results on every rank.
 
     The heads are the model output's (`heads()`: students, ensemble, fused, ...) plus any
-    prediction the objective adds (ObjectiveOutput.heads).
+    prediction the objective adds (ObjectiveOutput.heads), or the subset `heads`. With
+    `curves`, the result has reliability bins and ROC points; `predictions` gets every row.
     """
     module.eval()
     metrics: EvalMetrics | None = None
     losses, weights = WeightedMeans(), WeightedMeans()
+    bar = tqdm(
+        total=len(reader),
+        desc="evaluate",
+        unit="batch",
+        disable=not (progress and ctx.is_main),
+        mininterval=1.0,
+        dynamic_ncols=True,
+    )
     for batch in reader:
         batch = batch.to(ctx.device, non_blocking=True)
         _, (objective, output) = module(batch)  # padding batches run too: the lookup is collective
-        heads = {**output.heads(), **objective.heads}
+        all_heads = {**output.heads(), **objective.heads}
         if metrics is None:
+            unknown = sorted(set(heads or []) - set(all_heads))
+            if unknown:
+                raise ValueError(f"unknown heads {unknown}; this model has {list(all_heads)}")
             metrics = EvalMetrics(
-                list(heads),
+                heads or list(all_heads),
                 rank=ctx.rank,
                 world_size=ctx.world_size,
                 batch_size=reader.batch_size,
                 with_gauc=reader.schema.group is not None,
+                curves=curves,
             )
         n = 0 if batch.padding else len(batch)
         losses.add(objective.components, n)
         weights.add(objective.weights, n)
         if n:
-            probs = torch.sigmoid(torch.stack(list(heads.values()), dim=1))  # (B, heads)
+            logits = torch.stack([all_heads[h] for h in metrics.heads], dim=1)
+            probs = torch.sigmoid(logits)  # (B, heads)
             metrics.update(probs, batch.labels, batch.groups)
+            if predictions is not None:
+                predictions.add(metrics.heads, probs, batch.labels, batch.groups)
+        bar.update(1)
+    bar.close()
     module.train()
     assert metrics is not None, "an evaluation reader yields at least one batch on every rank"
     loss_means, rows = losses.reduce()
     weight_means, _ = weights.reduce()
     return EvalResult(
-        metrics=metrics.compute(), losses=loss_means, weights=weight_means, rows=int(rows)
+        metrics=metrics.compute(),
+        losses=loss_means,
+        weights=weight_means,
+        rows=int(rows),
+        curves=metrics.curves,
     )
+
+
+if __name__ == "__main__":  # the offline job lives in its own module (it builds on train)
+    from recsys_kdef.offline_eval import main
+
+    main()

@@ -3,9 +3,9 @@
 The artifact is one file, `model.pt`: the (sub)model's weights, the ModelConfig and schema
 it needs, and which head predicts. No optimizer state, no sharding, no other student:
 
-    python -m recsys_kdef.export --checkpoint runs/demo/checkpoint.pt --out artifacts/best     # best student
-    python -m recsys_kdef.export --checkpoint runs/demo/checkpoint.pt --out artifacts/s2 --student 2
-    python -m recsys_kdef.export --checkpoint runs/demo/checkpoint.pt --out artifacts/all --student ensemble
+    python -m recsys_kdef.export --checkpoint runs/demo --out artifacts/best     # best student
+    python -m recsys_kdef.export --checkpoint runs/demo --out artifacts/s2 --student 2
+    python -m recsys_kdef.export --checkpoint runs/demo --out artifacts/all --student ensemble
 
 Score Parquet with it: `python -m recsys_kdef.predict --model artifacts/best ...`.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from recsys_kdef.checkpoint import load_checkpoint, sub_state_dict
+from recsys_kdef.checkpoint import load_checkpoint
 from recsys_kdef.config import FusionConfig, ModelConfig
 from recsys_kdef.config.loading import from_dict
 from recsys_kdef.io import atomic_path
@@ -57,7 +57,7 @@ def export_artifact(checkpoint: str | Path, out_dir: str | Path, student: str = 
     """Write `out_dir/model.pt` for `student` = best | ensemble | an index; returns its path."""
     ckpt = load_checkpoint(checkpoint)
     cfg = from_dict(ModelConfig, ckpt["config"]["model"], "model")
-    state = sub_state_dict(ckpt["state_dict"], ckpt["model_prefix"])
+    state = ckpt["state_dict"]
     if student == "ensemble":
         head = "fused" if cfg.fusion.name != "none" else "ensemble"
         chosen = None
@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> None:
         description="Export a student or the ensemble from a checkpoint."
     )
     parser.add_argument(
-        "--checkpoint", required=True, help="checkpoint.pt of a run (or its directory)"
+        "--checkpoint",
+        required=True,
+        help="a run directory (its checkpoints/best), or one checkpoint directory",
     )
     parser.add_argument("--out", required=True, help="directory for model.pt")
     parser.add_argument(

@@ -42,7 +42,7 @@ def load_versioned(
         path = path / default_name
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no {what}; {hint}")
-    data = torch.load(path, map_location="cpu", weights_only=False)
+    data = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
     if not isinstance(data, dict) or data.get("format") != fmt:
         raise ValueError(f"{path}: not a recsys_kdef {what} (format {fmt})")
     return data

@@ -6,6 +6,9 @@ gAUC is the mean, over groups (users) that have both a click and a non-click, of
 within the group; TorchRec's GAUC computes it for groups that sit together in one batch,
 so rows are first sent to the rank that owns their group (group id mod world size),
 sorted by group, and fed to TorchRec's GAUC kernel in chunks of whole groups.
+Calibration (mean prediction / observed CTR) comes from running sums; with `curves=True`,
+fixed-width histograms of the predictions (bounded memory, summed over ranks) give the
+reliability bins and an ROC curve for plots.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from torchrec.metrics.ne import NEMetric
 from recsys_kdef.distributed import all_reduce_sum, exchange_rows
 
 GAUC_CHUNK_ELEMENTS = 1 << 22  # padded (group x longest group) cells per GAUC kernel call
+RELIABILITY_BINS = 10  # equal-width predicted-probability bins of the calibration curve
+ROC_BINS = 1000  # score bins of the (plotted) ROC curve; the reported AUC is TorchRec's exact one
 
 
 class EvalMetrics:
@@ -41,8 +46,16 @@ class EvalMetrics:
         world_size: int,
         batch_size: int = 1024,
         with_gauc: bool = True,
+        curves: bool = False,
     ) -> None:
         self.heads = heads
+        h = len(heads)
+        # per head: [sum of predictions, sum of labels, rows]
+        self._calibration = torch.zeros(h, 3, dtype=torch.float64)
+        # per head and score bin: [positives, negatives, sum of predictions] (only with curves)
+        self._histogram = torch.zeros(h, ROC_BINS, 3, dtype=torch.float64) if curves else None
+        self.curves: dict[str, dict[str, list]] = {}
+        """Filled by compute() when built with curves=True: {head: {reliability, roc}}."""
         self.world_size = world_size
         tasks = [RecTaskInfo(name=h, label_name="label", prediction_name=h) for h in heads]
         common = dict(
@@ -68,6 +81,15 @@ class EvalMetrics:
         weights = {h: torch.ones_like(labels) for h in self.heads}
         self._auc.update(predictions=preds, labels=label_map, weights=weights)
         self._ne.update(predictions=preds, labels=label_map, weights=weights)
+        p, y = probs.double().cpu(), labels.double().cpu()
+        self._calibration[:, 0] += p.sum(0)
+        self._calibration[:, 1] += y.sum()
+        self._calibration[:, 2] += len(y)
+        if self._histogram is not None:
+            bins = (p * ROC_BINS).long().clamp_(0, ROC_BINS - 1).t()  # (H, B)
+            for values, column in ((y, 0), (1 - y, 1)):
+                self._histogram[:, :, column].scatter_add_(1, bins, values.expand_as(bins))
+            self._histogram[:, :, 2].scatter_add_(1, bins, p.t())
         if self.with_gauc and groups is not None:
             self._gauc_rows.append(
                 torch.cat(
@@ -87,6 +109,11 @@ class EvalMetrics:
                 "logloss": float(ne[f"ne-{h}|lifetime_logloss"]) * math.log(2),
                 "ne": float(ne[f"ne-{h}|lifetime_ne"]),
             }
+        calibration = all_reduce_sum(self._calibration.clone())
+        for h, (pred_sum, label_sum, _) in zip(self.heads, calibration.tolist(), strict=True):
+            out[h]["calibration"] = pred_sum / label_sum if label_sum else math.nan
+        if self._histogram is not None:
+            self.curves = curves_from_histogram(self.heads, all_reduce_sum(self._histogram.clone()))
         if self.with_gauc:
             gauc = self._compute_gauc()
             if gauc is not None:
@@ -113,6 +140,33 @@ class EvalMetrics:
         totals = all_reduce_sum(torch.cat([auc_sum, num_groups]))
         h = len(self.heads)
         return totals[:h] / totals[h:].clamp(min=1)
+
+
+def curves_from_histogram(heads: list[str], histogram: torch.Tensor) -> dict[str, dict[str, list]]:
+    """Reliability bins and ROC points per head from (H, ROC_BINS, [pos, neg, sum p]) counts.
+
+    reliability: [mean prediction, observed CTR, rows] of each non-empty of RELIABILITY_BINS
+    equal-width bins; roc: false / true positive rates at every score-bin threshold.
+    """
+    out = {}
+    per_bin = ROC_BINS // RELIABILITY_BINS
+    for i, head in enumerate(heads):
+        pos, neg, psum = histogram[i].unbind(1)
+        coarse = torch.stack([pos, neg, psum], 1).reshape(RELIABILITY_BINS, per_bin, 3).sum(1)
+        rows = coarse[:, 0] + coarse[:, 1]
+        reliability = [
+            [float(s / n), float(p / n), int(n)]
+            for p, s, n in zip(coarse[:, 0], coarse[:, 2], rows, strict=True)
+            if n > 0
+        ]
+        # thresholds from the highest score down: rates of rows scored at or above each bin
+        tpr = torch.cat([torch.zeros(1), pos.flip(0).cumsum(0) / pos.sum().clamp(min=1)])
+        fpr = torch.cat([torch.zeros(1), neg.flip(0).cumsum(0) / neg.sum().clamp(min=1)])
+        out[head] = {
+            "reliability": reliability,
+            "roc": {"fpr": fpr.float().tolist(), "tpr": tpr.float().tolist()},
+        }
+    return out
 
 
 def grouped_auc(

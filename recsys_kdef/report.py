@@ -64,6 +64,7 @@ def build_report(
         "plan": plan_summary(plan),
         "steps": fit.steps,
         "stopped_early": fit.stopped_early,
+        "skipped_batches": fit.skipped_batches,
         "best_validation": None
         if fit.best is None
         else {

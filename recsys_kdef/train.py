@@ -17,7 +17,7 @@ from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.types import ShardingPlan
 from torchrec.optim.keyed import CombinedOptimizer
 
-from recsys_kdef.checkpoint import load_full_state_dict, save_checkpoint
+from recsys_kdef.checkpoint import CheckpointError, load_full_state_dict, resume_point
 from recsys_kdef.config import ConfigError, ExperimentConfig, load_config, to_dict
 from recsys_kdef.data import DataError, Readers, Schema, build_readers
 from recsys_kdef.data.stats import estimate_field_stats
@@ -34,7 +34,7 @@ from recsys_kdef.models.teacher_student import build_training_model, model_prefi
 from recsys_kdef.models.train_wrapper import EnsembleTrain
 from recsys_kdef.objectives import build_objective
 from recsys_kdef.report import build_report, format_table, write_json_atomic
-from recsys_kdef.trainer import Trainer
+from recsys_kdef.trainer import NonFiniteLoss, Trainer
 
 logger = logging.getLogger("recsys_kdef")
 
@@ -60,31 +60,44 @@ def build_train_module(
     return EnsembleTrain(model, objective, embedding_l2=cfg.train.embedding_l2), teacher_weights
 
 
-def build_job(cfg: ExperimentConfig, ctx: DistContext) -> Job:
-    """Readers, the model + objective sharded by the planner, and the combined optimizer."""
+def build_module(
+    cfg: ExperimentConfig, schema: Schema, ctx: DistContext, load_teachers: bool = True
+) -> tuple[DistributedModelParallel, ShardingPlan]:
+    """The model + objective sharded by the planner (pretrained ECKD teachers loaded)."""
     torch.manual_seed(cfg.train.seed)  # same tower init on every rank
-    schema = Schema.load(cfg.data.path)
-    readers = build_readers(
-        cfg.data, schema, rank=ctx.rank, world_size=ctx.world_size, seed=cfg.train.seed
-    )
-    train_module, teacher_weights = build_train_module(cfg, schema)
+    train_module, teacher_weights = build_train_module(cfg, schema)  # tables on `meta`
     stats = estimate_field_stats(cfg.data.path, schema, cfg.planner.stats_row_groups)
     module, plan = shard_model(
         train_module, ctx, cfg.planner, cfg.train, cfg.data.batch_size, field_stats=stats
     )
-    for j, weights in enumerate(teacher_weights):  # ECKD pretrain: each rank loads its shards
-        load_full_state_dict(module, weights, prefix=f"model.teachers.{j}.")
+    for j, weights in enumerate(teacher_weights if load_teachers else []):
+        load_full_state_dict(module, weights, prefix=f"model.teachers.{j}.")  # each rank its shards
+    return module, plan
+
+
+def build_job(cfg: ExperimentConfig, ctx: DistContext) -> Job:
+    """Readers, the model + objective sharded by the planner, and the combined optimizer."""
+    schema = Schema.load(cfg.data.path)
+    readers = build_readers(
+        cfg.data, schema, rank=ctx.rank, world_size=ctx.world_size, seed=cfg.train.seed
+    )
+    module, plan = build_module(cfg, schema, ctx)
     optimizer = build_optimizer(module, plan, cfg.train)
     torch.manual_seed(cfg.train.seed + ctx.rank)  # different dropout masks per rank
     return Job(schema, readers, module, plan, optimizer)
 
 
+def checkpoint_meta(cfg: ExperimentConfig, schema: Schema) -> dict:
+    """What every checkpoint of this run records besides tensors: config, schema, model prefix."""
+    return {"config": to_dict(cfg), "schema": schema.to_json(), "model_prefix": model_prefix(cfg)}
+
+
 def run(cfg: ExperimentConfig, ctx: DistContext) -> dict:
     """Train, validate, test; returns the report (also written to train.output_dir/metrics.json)."""
     job = build_job(cfg, ctx)
-    fit = Trainer(job.module, job.optimizer, ctx, cfg.train).fit(
-        job.readers.train, job.readers.valid
-    )
+    trainer = Trainer(job.module, job.optimizer, ctx, cfg.train, checkpoint_meta(cfg, job.schema))
+    resume = resume_point(cfg.train.resume, cfg.train.output_dir)
+    fit = trainer.fit(job.readers.train, job.readers.valid, resume=resume)
     # the best weights are loaded now
     valid = (
         fit.best.result if fit.best is not None else evaluate(job.module, job.readers.valid, ctx)
@@ -102,16 +115,6 @@ def run(cfg: ExperimentConfig, ctx: DistContext) -> dict:
         test=test,
     )
     out = Path(cfg.train.output_dir)
-    if cfg.train.save_checkpoint:  # collective: every rank sends its shards to rank 0
-        save_checkpoint(
-            out / "checkpoint.pt",
-            job.module,
-            config=to_dict(cfg),
-            schema=job.schema.to_json(),
-            model_prefix=model_prefix(cfg),
-            best_student=best,
-            valid=valid.metrics,
-        )
     if ctx.is_main:
         write_json_atomic(out / "metrics.json", report)
         print(
@@ -124,7 +127,9 @@ def run(cfg: ExperimentConfig, ctx: DistContext) -> dict:
             print(
                 f"Bayes-optimal test AUC of the synthetic data: {job.schema.extra['bayes_auc']['test']:.5f}"
             )
-        print(f"metrics and config: {out / 'metrics.json'}")
+        print(
+            f"metrics and config: {out / 'metrics.json'}; best weights: {out / 'checkpoints/best'}"
+        )
     return report
 
 
@@ -142,7 +147,12 @@ def main(argv: list[str] | None = None) -> None:
             run(cfg, ctx)
         finally:
             destroy_distributed()
-    except (ConfigError, DataError) as e:  # the user's to fix: the message says what and where
+    except (
+        ConfigError,
+        DataError,
+        CheckpointError,
+        NonFiniteLoss,
+    ) as e:  # the user's to fix: the message says what and where
         sys.exit(f"error: {e}")
 
 

@@ -1,25 +1,38 @@
-"""The training loop: epochs over the reader, validation, LR decay on plateau, early stopping.
+"""The training loop: epochs over the reader, validation, LR decay on plateau, early stopping,
+sharded checkpoints and exact resume.
 
 FuxiCTR's rules: after each validation without a gain in the monitored AUC, every learning
 rate (dense and sparse) is multiplied by `lr_decay_factor` (down to `min_lr`); after
-`early_stop_patience` such validations training stops, and the best weights are restored.
+`early_stop_patience` such validations training stops, and the best weights are restored
+(from the `best` checkpoint). A checkpoint holds the position in the stream (epoch, batches
+done), the loop's state and every rank's RNG, so a resumed run continues the same stream.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torchrec.optim.keyed import CombinedOptimizer
 from tqdm import tqdm
 
+from recsys_kdef import checkpoint as ckpt
 from recsys_kdef.config import TrainConfig
 from recsys_kdef.data.reader import ParquetBatchReader
-from recsys_kdef.distributed import DistContext, broadcast_object, learning_rates
+from recsys_kdef.distributed import (
+    DistContext,
+    all_reduce_sum,
+    average_norm_statistics,
+    broadcast_object,
+    learning_rates,
+    norm_buffers,
+)
 from recsys_kdef.evaluate import EvalResult, best_student, evaluate
 
 logger = logging.getLogger(__name__)
@@ -39,6 +52,10 @@ class Validation:
     """Objective weights averaged over the training steps since the last validation."""
     samples_per_sec: float
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Validation:
+        return cls(**{**d, "result": EvalResult(**d["result"])})
+
 
 @dataclass
 class FitResult:
@@ -46,6 +63,17 @@ class FitResult:
     best: Validation | None = None
     steps: int = 0
     stopped_early: bool = False
+    skipped_batches: int = 0
+    """Batches whose loss was NaN/inf, skipped (train.nonfinite = skip)."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """A NaN/inf training loss (train.nonfinite = raise)."""
+
+
+FAIL_AT_STEP_ENV = "RECSYS_KDEF_FAIL_AT_STEP"
+"""Test hook: "RANK:STEP" (RANK may be `all`) makes that rank exit abruptly after STEP on the first attempt of an
+elastic job (TORCHELASTIC_RESTART_COUNT 0), to test recovery from the last checkpoint."""
 
 
 class Trainer:
@@ -61,45 +89,71 @@ class Trainer:
         optimizer: CombinedOptimizer,
         ctx: DistContext,
         cfg: TrainConfig,
+        meta: dict[str, Any] | None = None,
     ) -> None:
         self.module = module
         self.optimizer = optimizer
         self.ctx = ctx
         self.cfg = cfg
-        self._best_state: dict | None = None
+        self.meta = meta or {}
+        """Written into every checkpoint's meta.json (config, schema, model prefix)."""
+        self.checkpoints = Path(cfg.output_dir) / ckpt.CHECKPOINTS
         self._bad_validations = 0
+        self._position = (0, 0)  # (epoch, batches of it done) after the last step
 
-    def fit(self, train: ParquetBatchReader, valid: ParquetBatchReader) -> FitResult:
+    def fit(
+        self, train: ParquetBatchReader, valid: ParquetBatchReader, resume: Path | None = None
+    ) -> FitResult:
+        """Train (from the checkpoint `resume`, if given) and return the validation history."""
         result = FitResult()
-        step = 0
-        for epoch in range(self.cfg.epochs):
+        window = _LossWindow()
+        step, start_epoch, skip = 0, 0, 0
+        if resume is not None:
+            state = self._restore(resume, result, window)
+            step, (start_epoch, skip) = result.steps, state["position"]
+            if state["finished"]:
+                return self._finish(result, step, stopped_early=result.stopped_early)
+        for epoch in range(start_epoch, self.cfg.epochs):
             train.set_epoch(epoch)
             steps = len(train)
             if self.cfg.max_steps_per_epoch is not None:
                 steps = min(steps, self.cfg.max_steps_per_epoch)
             bar = tqdm(
                 total=steps,
+                initial=min(skip, steps),
                 desc=f"epoch {epoch}",
                 disable=not (self.ctx.is_main and self.cfg.progress_bar),
                 mininterval=1.0,
                 dynamic_ncols=True,
             )
-            window = _LossWindow()
-            for i, batch in enumerate(train):
-                if i == steps:
+            for i, batch in enumerate(train.batches(skip), start=skip):
+                if i >= steps:
                     break
-                window.add(*self.train_step(batch), len(batch))
+                stepped = self.train_step(batch, step + 1)
+                if stepped is None:
+                    result.skipped_batches += 1
+                else:
+                    window.add(*stepped, len(batch))
                 step += 1
+                self._position = (epoch, i + 1)
+                _fail_here_for_tests(self.ctx.rank, step)
                 bar.update(1)
                 if step % self.cfg.log_every_steps == 0 or i == steps - 1:
                     rate = window.samples_per_sec(self.ctx.world_size)
                     bar.set_postfix(
-                        loss=f"{window.mean()['loss']:.4f}", samples_per_s=f"{rate:,.0f}"
+                        loss=f"{window.mean().get('loss', float('nan')):.4f}",
+                        samples_per_s=f"{rate:,.0f}",
                     )
                 if self.cfg.eval_every_steps and step % self.cfg.eval_every_steps == 0:
                     if self._validate(valid, result, epoch, step, window):
                         return self._finish(result, step, stopped_early=True, bar=bar)
+                elif (
+                    self.cfg.checkpoint_every_steps and step % self.cfg.checkpoint_every_steps == 0
+                ):
+                    self._save_step(result, step, window)
             bar.close()
+            skip = 0
+            self._position = (epoch + 1, 0)
             last_epoch = epoch == self.cfg.epochs - 1
             # validate each epoch, or (every N steps) once more at the end if the last step was not one
             if not self.cfg.eval_every_steps or (last_epoch and step % self.cfg.eval_every_steps):
@@ -107,11 +161,30 @@ class Trainer:
                     return self._finish(result, step, stopped_early=True)
         return self._finish(result, step, stopped_early=False)
 
-    def train_step(self, batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """One optimizer step; returns the loss components and the objective's weights."""
+    def train_step(
+        self, batch, step: int
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None:
+        """One optimizer step; returns the loss components and the objective's weights, or None
+        when the loss was not finite on some rank and train.nonfinite = skip."""
         batch = batch.to(self.ctx.device, non_blocking=True)
         self.optimizer.zero_grad()
+        # a skipped batch must not leave its batch-norm statistics behind (small dense buffers)
+        norms = norm_buffers(self.module) if self.cfg.nonfinite == "skip" else []
+        saved = [b.clone() for b in norms]
         loss, (objective, _) = self.module(batch)
+        # every rank must take the same branch: the backward pass is a collective
+        bad = all_reduce_sum(torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0]))
+        if bad.item():
+            if self.cfg.nonfinite == "skip":
+                with torch.no_grad():
+                    for buffer, before in zip(norms, saved, strict=True):
+                        buffer.copy_(before)
+                return None
+            parts = {k: float(v) for k, v in {"loss": loss, **objective.components}.items()}
+            raise NonFiniteLoss(
+                f"non-finite training loss at step {step} on rank {self.ctx.rank} "
+                f"(or another rank): {parts}; set train.nonfinite=skip to skip such batches"
+            )
         loss.backward()
         self.optimizer.step()
         return {"loss": loss.detach(), **objective.components}, objective.weights
@@ -121,6 +194,7 @@ class Trainer:
     ) -> bool:
         """Evaluate, keep the best weights, decay LR or stop. Returns True to stop."""
         rate = window.samples_per_sec(self.ctx.world_size)
+        average_norm_statistics(self.module)  # one model on every rank, as checkpoints store it
         evaluation = evaluate(self.module, valid, self.ctx)
         monitor = self._monitor_value(evaluation)
         point = Validation(
@@ -138,13 +212,76 @@ class Trainer:
         _log_validation(point, self.ctx)
         if result.best is None or monitor > result.best.monitor_value:
             result.best = point
-            self._best_state = copy.deepcopy(self.module.state_dict())
             self._bad_validations = 0
-            return False
-        self._bad_validations += 1
-        for group in self.optimizer.param_groups:
-            group["lr"] = max(group["lr"] * self.cfg.lr_decay_factor, self.cfg.min_lr)
-        return self._bad_validations >= self.cfg.early_stop_patience
+            stop = False
+            ckpt.save_checkpoint(
+                self.checkpoints / ckpt.BEST,
+                self.module,
+                None,
+                {
+                    **self.meta,
+                    "best_student": best_student(evaluation.metrics),
+                    "valid": evaluation.metrics,
+                    "step": step,
+                },
+            )
+        else:
+            self._bad_validations += 1
+            for group in self.optimizer.param_groups:
+                group["lr"] = max(group["lr"] * self.cfg.lr_decay_factor, self.cfg.min_lr)
+            stop = self._bad_validations >= self.cfg.early_stop_patience
+        result.stopped_early = stop
+        self._save_step(result, step, window)
+        return stop
+
+    def _save_step(self, result: FitResult, step: int, window: _LossWindow) -> None:
+        """A resumable checkpoint of this step (train.save_checkpoint), then keep_last rotation."""
+        if not self.cfg.save_checkpoint:
+            return
+        average_norm_statistics(self.module)  # what is saved is what every rank continues with
+        last_epoch_done = self._position == (self.cfg.epochs, 0)
+        state = {
+            "position": list(self._position),
+            "steps": step,
+            "finished": result.stopped_early or last_epoch_done,
+            "stopped_early": result.stopped_early,
+            "bad_validations": self._bad_validations,
+            "skipped_batches": result.skipped_batches,
+            "history": [asdict(v) for v in result.history],
+            "best_index": result.history.index(result.best) if result.best else None,
+            "window": window.state(),
+        }
+        ckpt.save_checkpoint(
+            self.checkpoints / ckpt.step_name(step),
+            self.module,
+            self.optimizer,
+            {**self.meta, "trainer": state, "step": step},
+        )
+        ckpt.rotate(self.checkpoints, self.cfg.keep_last)
+
+    def _restore(self, directory: Path, result: FitResult, window: _LossWindow) -> dict[str, Any]:
+        """Load weights, optimizer, RNG and loop state from a step checkpoint; returns its state."""
+        meta = ckpt.read_meta(directory)
+        if "trainer" not in meta:
+            raise ckpt.CheckpointError(
+                f"{directory}: not a step checkpoint (no trainer state); resume from step-*/"
+            )
+        ckpt.load_into(directory, self.module, self.optimizer)
+        if meta["world_size"] == self.ctx.world_size:
+            ckpt.restore_rng(directory)
+        state = meta["trainer"]
+        result.history = [Validation.from_dict(v) for v in state["history"]]
+        if state["best_index"] is not None:
+            result.best = result.history[state["best_index"]]
+        result.steps = state["steps"]
+        result.stopped_early = state["stopped_early"]
+        result.skipped_batches = state["skipped_batches"]
+        self._bad_validations = state["bad_validations"]
+        self._position = tuple(state["position"])
+        window.load_state(state["window"])
+        if self.ctx.is_main:
+            logger.info("resumed from %s (step %d)", directory, result.steps)
+        return {**state, "position": tuple(state["position"])}
 
     def _monitor_value(self, evaluation: EvalResult) -> float:
         """The monitored value, higher is better, identical on every rank (rank 0's value):
@@ -161,8 +298,8 @@ class Trainer:
     def _finish(self, result: FitResult, step: int, stopped_early: bool, bar=None) -> FitResult:
         if bar is not None:
             bar.close()
-        if self._best_state is not None:
-            self.module.load_state_dict(self._best_state)
+        if result.best is not None:
+            ckpt.load_into(self.checkpoints / ckpt.BEST, self.module)
         result.steps = step
         result.stopped_early = stopped_early
         if self.ctx.is_main and result.best is not None:
@@ -204,6 +341,20 @@ class _LossWindow:
         self.batches += 1
         self.samples += samples
 
+    def state(self) -> dict[str, Any]:
+        """The sums as JSON (float32 values are exact as Python floats)."""
+        return {
+            "sums": {k: v.tolist() for k, v in self.sums.items()},
+            "weight_sums": {k: v.tolist() for k, v in self.weight_sums.items()},
+            "batches": self.batches,
+            "samples": self.samples,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.sums = {k: torch.tensor(v) for k, v in state["sums"].items()}
+        self.weight_sums = {k: torch.tensor(v) for k, v in state["weight_sums"].items()}
+        self.batches, self.samples = state["batches"], state["samples"]
+
     def mean(self) -> dict[str, float]:
         return {k: float(v) / max(self.batches, 1) for k, v in self.sums.items()}
 
@@ -229,3 +380,13 @@ def _log_validation(point: Validation, ctx: DistContext) -> None:
         losses,
         point.samples_per_sec,
     )
+
+
+def _fail_here_for_tests(rank: int, step: int) -> None:
+    """The FAIL_AT_STEP_ENV hook: exit without cleanup, as a killed process would."""
+    target = os.environ.get(FAIL_AT_STEP_ENV)
+    if not target or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+        return
+    fail_rank, fail_step = target.split(":")
+    if fail_rank in ("all", str(rank)) and step == int(fail_step):
+        os._exit(17)

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from recsys_kdef.checkpoint import load_checkpoint, sub_state_dict
+from recsys_kdef.checkpoint import load_checkpoint
 from recsys_kdef.config import load_config
 from recsys_kdef.config.loading import from_dict
 from recsys_kdef.config.sections import ModelConfig
@@ -70,7 +70,7 @@ def full_model_outputs(checkpoint: Path, parquet: Path):
     model = build_model(
         from_dict(ModelConfig, ckpt["config"]["model"], "model"), schema, device=torch.device("cpu")
     )
-    model.load_state_dict(sub_state_dict(ckpt["state_dict"], "model."))
+    model.load_state_dict(ckpt["state_dict"])
     model.eval()
     heads = []
     with torch.no_grad():
@@ -85,8 +85,8 @@ def test_exported_best_student_predicts_as_inside_the_ensemble_in_a_fresh_proces
     trained, tiny_dataset, tmp_path
 ):
     parquet = list_split_files(tiny_dataset, "test")[0]
-    ckpt, inside = full_model_outputs(trained / "checkpoint.pt", parquet)
-    artifact = export_artifact(trained / "checkpoint.pt", tmp_path / "best")
+    ckpt, inside = full_model_outputs(trained, parquet)
+    artifact = export_artifact(trained, tmp_path / "best")
     saved = torch.load(artifact, weights_only=False)
     fields = len(Schema.from_json(saved["schema"]).sparse)
     tables = {k.split(".")[-2] for k in saved["state_dict"] if ".embedding_bags." in k}
@@ -119,19 +119,17 @@ def test_exported_best_student_predicts_as_inside_the_ensemble_in_a_fresh_proces
 
 def test_exported_ensemble_and_chosen_student(trained, tiny_dataset, tmp_path):
     parquet = list_split_files(tiny_dataset, "test")[0]
-    _, inside = full_model_outputs(trained / "checkpoint.pt", parquet)
-    ensemble = Predictor.load(
-        export_artifact(trained / "checkpoint.pt", tmp_path / "all", "ensemble")
-    )
+    _, inside = full_model_outputs(trained, parquet)
+    ensemble = Predictor.load(export_artifact(trained, tmp_path / "all", "ensemble"))
     assert ensemble.head == "fused"
-    student2 = Predictor.load(export_artifact(trained / "checkpoint.pt", tmp_path / "s2", "2"))
+    student2 = Predictor.load(export_artifact(trained, tmp_path / "s2", "2"))
     batch = next(iter(ParquetBatchReader([parquet], ensemble.schema, 10**6, training=False)))
     torch.testing.assert_close(ensemble.predict(batch), inside["fused"], rtol=0, atol=1e-6)
     torch.testing.assert_close(student2.predict(batch), inside["student_2"], rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="student 7 does not exist"):
-        export_artifact(trained / "checkpoint.pt", tmp_path / "s7", "7")
+        export_artifact(trained, tmp_path / "s7", "7")
     with pytest.raises(ValueError, match="best, ensemble or a student index, got 'bestt'"):
-        export_artifact(trained / "checkpoint.pt", tmp_path / "x", "bestt")
+        export_artifact(trained, tmp_path / "x", "bestt")
     assert not (tmp_path / "s7").exists() and not (tmp_path / "x").exists()  # nothing half-written
 
 
@@ -139,7 +137,7 @@ def test_scoring_a_file_without_labels(trained, tiny_dataset, tmp_path):
     parquet = list_split_files(tiny_dataset, "test")[0]
     unlabeled = tmp_path / "unlabeled.parquet"
     pq.write_table(pq.read_table(parquet).drop(["label"]), unlabeled)
-    predictor = Predictor.load(export_artifact(trained / "checkpoint.pt", tmp_path / "best"))
+    predictor = Predictor.load(export_artifact(trained, tmp_path / "best"))
     rows = predictor.predict_parquet(unlabeled, tmp_path / "out.parquet")
     table = pq.read_table(tmp_path / "out.parquet")
     assert rows == pq.read_metadata(parquet).num_rows and table.column_names[0] == "prediction"

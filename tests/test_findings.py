@@ -191,7 +191,7 @@ def test_distilled_student_beats_the_same_student_alone(ctx, data, tmp_path):
             "--objective.name",
             "eckd",
             "--objective.eckd.teachers",
-            f"[{tmp_path / 'teacher'}, {tmp_path / 'alone' / 'checkpoint.pt'}]",
+            f"[{tmp_path / 'teacher'}, {tmp_path / 'alone' / 'checkpoints' / 'best'}]",
             *small,
         ),
         ctx,

@@ -38,6 +38,22 @@ def test_component_is_dist_ddp_with_the_script_and_config_fixed():
     )
 
 
+def test_evaluate_component_runs_the_evaluation_module():
+    app = components.evaluate(
+        "--heads", "ensemble", checkpoint="runs/demo", data="data/demo", nproc_per_node=4
+    )
+    command = " ".join(app.roles[0].args)  # torchrun ... -m recsys_kdef.evaluate ARGS
+    assert "--nproc_per_node 4" in command
+    assert command.endswith(
+        "-m recsys_kdef.evaluate --checkpoint runs/demo --data data/demo --split test --heads ensemble"
+    )
+    dry = torchx_dryrun(
+        "-s", "local_cwd", "launch/components.py:evaluate", "--checkpoint", "runs/demo",
+        "--data", "data/demo", "--nproc_per_node", "4",
+    )  # fmt: skip
+    assert "recsys_kdef.evaluate" in dry
+
+
 def test_slurm_dry_run_of_the_component():
     out = torchx_dryrun(
         "-s",

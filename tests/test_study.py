@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 
+from recsys_kdef.checkpoint import load_checkpoint
 from recsys_kdef.config import SyntheticConfig
 from recsys_kdef.data.synthetic import generate
 from recsys_kdef.diagnose import diagnose, information_abundance
@@ -103,7 +103,7 @@ def test_diagnose_matches_direct_computations_and_sees_kdef_students_agree(study
         results[objective] = diagnose(run, None, "valid", 50_000)
     kdef = results["kdef"]
     # IA of a table = sum/max of the singular values of the rows the training split uses
-    ckpt = torch.load(out / "runs/kdef-K4-seed2024/checkpoint.pt", weights_only=False)
+    state = load_checkpoint(out / "runs/kdef-K4-seed2024")["state_dict"]
     table = next(t for t in kdef["tables"] if t["table"] == "s2__c3")
     ids = np.unique(pq.read_table(data / "train", columns=["c3"]).column("c3").to_numpy())
     weight = ckpt["state_dict"][
@@ -113,7 +113,7 @@ def test_diagnose_matches_direct_computations_and_sees_kdef_students_agree(study
     assert table["rows_used"] == len(ids) and table["student"] == 2 and table["field"] == "c3"
     assert table["ia"] == pytest.approx(s.sum() / s.max(), rel=1e-9)
     assert len(kdef["tables"]) == 4 * 11  # K x F tables
-    w0 = ckpt["state_dict"]["model.towers.weights.0"][1].numpy().astype(np.float64)
+    w0 = state["towers.weights.0"][1].numpy().astype(np.float64)
     s0 = np.linalg.svd(w0, compute_uv=False)
     layer = next(t for t in kdef["towers"] if t["layer"] == "weights.0")
     assert layer["ia"][1] == pytest.approx(s0.sum() / s0.max(), rel=1e-9)

@@ -67,7 +67,7 @@ def test_demo_under_torchx_learns_the_planted_signal(tmp_path):
     assert test["ensemble"]["auc"] > bayes - 0.02, (test["ensemble"]["auc"], bayes)
     for k in range(4):
         assert test[f"student_{k}"]["auc"] > test["ensemble"]["auc"] - 0.01
-        assert set(test[f"student_{k}"]) == {"auc", "logloss", "ne", "gauc"}
+        assert set(test[f"student_{k}"]) == {"auc", "logloss", "ne", "gauc", "calibration"}
     best = test["best_student"]["index"]
     assert test["best_student"]["auc"] == test[f"student_{best}"]["auc"]
     assert report["valid"][f"student_{best}"]["auc"] == max(
@@ -85,7 +85,7 @@ def test_demo_under_torchx_learns_the_planted_signal(tmp_path):
         "-m",
         "recsys_kdef.export",
         "--checkpoint",
-        str(out / "checkpoint.pt"),
+        str(out),
         "--out",
         str(artifact),
     ]
@@ -158,7 +158,7 @@ def test_plain_script_runs_in_one_process(overfit_data, tmp_path):
     assert report["world_size"] == 1
     steps = report["steps"]
     assert steps % 5 and [h["step"] for h in report["history"]] == [*range(5, steps, 5), steps]
-    assert (tmp_path / "checkpoint.pt").is_file()
+    assert (tmp_path / "checkpoints" / "best" / "meta.json").is_file()
 
 
 def test_early_stopping_decays_lr_and_restores_the_best_weights(overfit_data, tmp_path):

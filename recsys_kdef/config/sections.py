@@ -202,7 +202,7 @@ class ECKDConfig:
     """pretrain: teachers are loaded from `teachers` and frozen; cotrain: `teacher_model` is
     trained with the student, and the distillation gradient reaches the student only."""
     teachers: list[str] = field(default_factory=list)
-    """pretrain: checkpoint.pt files (or their run directories) of earlier runs of this project."""
+    """pretrain: run directories (their checkpoints/best) or checkpoint directories of earlier runs."""
     teacher_model: ModelConfig | None = None
     """cotrain: architecture of the teacher ensemble, trained alongside the student."""
     teacher_heads: Literal["ensemble", "students"] = "ensemble"
@@ -270,9 +270,20 @@ class TrainConfig:
     """Stop after this many validations without AUC gain; the best weights are restored."""
     seed: int = 2024
     output_dir: str = "runs/demo"
-    """metrics.json (all metrics and this config) and checkpoint.pt are written here."""
+    """metrics.json (all metrics and this config) and checkpoints/ (step-*/, best/) are written here."""
     save_checkpoint: bool = True
-    """Write checkpoint.pt (the best weights, gathered, with config and schema) for export / teachers."""
+    """Write sharded step checkpoints (DCP: every rank its shards) at each validation and every
+    checkpoint_every_steps, for resume. checkpoints/best/ (the best weights, which the run
+    restores at its end, and export / ECKD teachers read) is written either way."""
+    checkpoint_every_steps: int | None = None
+    """Also checkpoint every N steps (null: only at validations)."""
+    keep_last: int = 2
+    """Step checkpoints kept (the oldest are deleted; best/ is separate)."""
+    resume: str | None = None
+    """auto: continue from the newest complete checkpoint in output_dir (a fresh start if none);
+    a path: from that checkpoint (a step-* directory, or a run / checkpoints directory's newest)."""
+    nonfinite: Literal["raise", "skip"] = "raise"
+    """A NaN/inf loss: raise (stop with the step and loss components) or skip the batch and count it."""
     progress_bar: bool = True
     log_every_steps: int = 50
 
@@ -294,6 +305,11 @@ class TrainConfig:
         _check(0 < self.lr_decay_factor <= 1, "train.lr_decay_factor must be in (0, 1]")
         _check(self.early_stop_patience >= 1, "train.early_stop_patience must be >= 1")
         _check(self.log_every_steps >= 1, "train.log_every_steps must be >= 1")
+        _check(
+            self.checkpoint_every_steps is None or self.checkpoint_every_steps >= 1,
+            "train.checkpoint_every_steps must be >= 1 or null",
+        )
+        _check(self.keep_last >= 1, f"train.keep_last must be >= 1, got {self.keep_last}")
 
 
 @dataclass(kw_only=True, slots=True)

@@ -114,6 +114,11 @@ class ParquetBatchReader:
         return max(-(-r // self.batch_size) for r in rows)
 
     def __iter__(self) -> Iterator[Batch]:
+        return self.batches()
+
+    def batches(self, skip: int = 0) -> Iterator[Batch]:
+        """This epoch's batches after the first `skip` (read and shuffled as usual, not built),
+        so a resumed run sees exactly the batches an uninterrupted one would."""
         steps = len(self)
         if self.training and steps == 0:
             raise DataError(
@@ -125,10 +130,12 @@ class ParquetBatchReader:
         for cols in self._stream_batches():
             if emitted == steps:
                 return
-            yield cols.to_batch(keys)
+            if emitted >= skip:
+                yield cols.to_batch(keys)
             emitted += 1
         while emitted < steps:  # evaluation: shorter ranks pad (training never gets here)
-            yield Columns.padding(self.schema).to_batch(keys, padding=True)
+            if emitted >= skip:
+                yield Columns.padding(self.schema).to_batch(keys, padding=True)
             emitted += 1
 
     def _read(self, group: RowGroup) -> Columns:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys_kdef.checkpoint import load_checkpoint, sub_state_dict
+from recsys_kdef.checkpoint import load_checkpoint
 from recsys_kdef.config import ExperimentConfig, ModelConfig
 from recsys_kdef.config.loading import from_dict
 from recsys_kdef.data.schema import Schema
@@ -101,5 +101,5 @@ def build_training_model(
         schema.check_compatible(Schema.from_json(ckpt["schema"]), f"teacher {path}")
         teacher_cfg = from_dict(ModelConfig, ckpt["config"]["model"], "model")
         teachers.append(build_model(teacher_cfg, schema))
-        weights.append(sub_state_dict(ckpt["state_dict"], ckpt["model_prefix"]))
+        weights.append(ckpt["state_dict"])
     return TeacherStudentModel(student, teachers, frozen_teachers=True), weights

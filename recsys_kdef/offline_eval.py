@@ -1,0 +1,128 @@
+"""The offline evaluation job behind `python -m recsys_kdef.evaluate` (see its docstring):
+shard a checkpoint's model over this job's ranks (DCP reshards), stream a split, write
+evaluation.json, plots and optional per-rank prediction files."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from recsys_kdef import checkpoint as ckpt
+from recsys_kdef.checkpoint import CheckpointError
+from recsys_kdef.config import ConfigError, ExperimentConfig
+from recsys_kdef.config.loading import from_dict
+from recsys_kdef.data.reader import ParquetBatchReader, list_split_files
+from recsys_kdef.data.schema import DataError, Schema
+from recsys_kdef.distributed import (
+    DistContext,
+    destroy_distributed,
+    init_distributed,
+    quiet_library_warnings,
+)
+from recsys_kdef.eval_plots import plot_calibration, plot_heads, plot_roc
+from recsys_kdef.evaluate import PredictionWriter, evaluate
+from recsys_kdef.report import format_table, with_best_student, write_json_atomic
+from recsys_kdef.train import build_module
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Evaluate a checkpoint on a Parquet split (any number of ranks)."
+    )
+    parser.add_argument(
+        "--checkpoint", required=True, help="a run directory (its best), or a checkpoint directory"
+    )
+    parser.add_argument("--data", required=True, help="dataset directory (schema.json, <split>/)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--heads", default=None, help="comma-separated heads (default: all)")
+    parser.add_argument("--predictions", default=None, help="directory for part-<rank>.parquet")
+    parser.add_argument(
+        "--out", default=None, help="evaluation.json and plots (default: --checkpoint)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="default: data.eval_batch_size"
+    )
+    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def run_evaluation(args: argparse.Namespace, ctx: DistContext) -> dict:
+    """Shard the checkpoint's model over this job's ranks, evaluate, write the outputs (rank 0)."""
+
+    directory = ckpt.resolve(args.checkpoint)
+    meta = ckpt.read_meta(directory)
+    cfg = from_dict(ExperimentConfig, meta["config"])
+    schema = Schema.load(args.data)
+    schema.check_compatible(Schema.from_json(meta["schema"]), f"checkpoint {directory}")
+    module, _ = build_module(cfg, schema, ctx, load_teachers=False)
+    ckpt.load_into(directory, module)
+    reader = ParquetBatchReader(
+        list_split_files(args.data, args.split),
+        schema,
+        args.batch_size or cfg.data.eval_batch_size,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        training=False,
+    )
+    writer = PredictionWriter(args.predictions, ctx.rank) if args.predictions else None
+    try:
+        result = evaluate(
+            module,
+            reader,
+            ctx,
+            heads=args.heads.split(",") if args.heads else None,
+            curves=True,
+            predictions=writer,
+            progress=not args.no_progress,
+        )
+    except BaseException:
+        if writer is not None:
+            writer.close(ok=False)
+        raise
+    if writer is not None:
+        writer.close()
+    metrics = result.metrics
+    if "best_student" in meta and f"student_{meta['best_student']}" in metrics:
+        metrics = with_best_student(metrics, meta["best_student"])
+    report = {
+        "checkpoint": str(directory),
+        "data": str(args.data),
+        "split": args.split,
+        "world_size": ctx.world_size,
+        "rows": result.rows,
+        "metrics": metrics,
+        "losses": result.losses,
+        "curves": result.curves,
+    }
+    if ctx.is_main:
+        out = Path(args.out or directory)
+        write_json_atomic(out / "evaluation.json", report)
+        if not args.no_plots:
+            plot_roc(result.curves, result.metrics, out / "roc.png")
+            plot_calibration(result.curves, out / "calibration.png")
+            plot_heads(result.metrics, out / "heads.png")
+        print(format_table(f"\n{args.split} ({result.rows:,} rows) of {directory}", metrics))
+        print(f"metrics, calibration bins and ROC points: {out / 'evaluation.json'}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+
+    logging.basicConfig(level=logging.WARNING, force=True)
+    quiet_library_warnings()
+    args = parse_args(argv)
+    try:
+        ctx = init_distributed()
+        try:
+            run_evaluation(args, ctx)
+        finally:
+            destroy_distributed()
+    except (ConfigError, DataError, CheckpointError, ValueError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
