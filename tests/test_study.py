@@ -106,9 +106,7 @@ def test_diagnose_matches_direct_computations_and_sees_kdef_students_agree(study
     state = load_checkpoint(out / "runs/kdef-K4-seed2024")["state_dict"]
     table = next(t for t in kdef["tables"] if t["table"] == "s2__c3")
     ids = np.unique(pq.read_table(data / "train", columns=["c3"]).column("c3").to_numpy())
-    weight = ckpt["state_dict"][
-        "model.sparse_arch.embedding_bag_collection.embedding_bags.s2__c3.weight"
-    ]
+    weight = state["sparse_arch.embedding_bag_collection.embedding_bags.s2__c3.weight"]
     s = np.linalg.svd(weight.numpy()[ids].astype(np.float64), compute_uv=False)
     assert table["rows_used"] == len(ids) and table["student"] == 2 and table["field"] == "c3"
     assert table["ia"] == pytest.approx(s.sum() / s.max(), rel=1e-9)
