@@ -178,6 +178,70 @@ def test_kdd12_impressions_expand_to_one_row_per_view(tmp_path):
     assert schema.extra["rows"] == {"train": 6, "valid": 1, "test": 1}
 
 
+def test_movielens100k_layout_gives_the_ml1m_task(tmp_path):
+    """ml-100k's u.data / u.user / u.item prepare to the same rows as the ML-1M layout of the
+    same ratings (ages bucketed to ML-1M's codes, genre flags to Genres lists)."""
+    genres = (
+        "unknown Action Adventure Animation Children's Comedy Crime Documentary Drama "
+        "Fantasy Film-Noir Horror Musical Mystery Romance Sci-Fi Thriller War Western"
+    ).split()
+    movies = {
+        1: ("Toy Story (1995)", ["Animation", "Children's", "Comedy"]),
+        2: ("Jumanji (1995)", ["Adventure", "Children's", "Fantasy"]),
+        3: ("Heat (1995)", ["Action", "Crime", "Thriller"]),
+    }
+    users = {
+        1: (10, "F", "student", 1),
+        2: (56, "M", "writer", 56),
+        3: (30, "M", "other", 25),
+        4: (47, "F", "artist", 45),
+        5: (33, "F", "artist", 25),  # same bucket as user 3: the bucketing is seen in the ids
+    }
+    ratings = [
+        (1, 1, 5),
+        (1, 2, 3),
+        (2, 1, 4),
+        (5, 1, 4),
+        (2, 3, 1),
+        (3, 2, 2),
+        (4, 3, 5),
+        (1, 3, 4),
+        (4, 2, 3),
+        (3, 1, 5),
+        (2, 2, 2),
+    ]
+    ml100k, ml1m = tmp_path / "ml-100k", tmp_path / "ml-1m"
+    ml100k.mkdir(), ml1m.mkdir()
+    (ml100k / "u.data").write_text("".join(f"{u}\t{m}\t{r}\t881250949\n" for u, m, r in ratings))
+    (ml100k / "u.user").write_text(
+        "".join(f"{u}|{a}|{g}|{o}|55117\n" for u, (a, g, o, _) in users.items())
+    )
+    (ml100k / "u.item").write_text(
+        "".join(
+            f"{m}|{t}|01-Jan-1995||http://x|"
+            + "|".join("1" if g in gs else "0" for g in genres)
+            + "\n"
+            for m, (t, gs) in movies.items()
+        )
+    )
+    (ml1m / "ratings.dat").write_text("".join(f"{u}::{m}::{r}::881250949\n" for u, m, r in ratings))
+    (ml1m / "users.dat").write_text(
+        "".join(f"{u}::{g}::{code}::{o}::55117\n" for u, (_, g, o, code) in users.items())
+    )
+    (ml1m / "movies.dat").write_text(
+        "".join(f"{m}::{t}::{'|'.join(gs)}\n" for m, (t, gs) in movies.items())
+    )
+    options = ("--split", "order", "--ratios", "0.6,0.2,0.2")
+    a = run_prepare("movielens100k", [ml100k], tmp_path / "a", *options)
+    b = run_prepare("movielens", [ml1m], tmp_path / "b", *options)
+    assert a.extra["card"]["filtered_rows"] == 2
+    assert [f.name for f in a.sparse] == [f.name for f in b.sparse]
+    for split in ("train", "valid", "test"):
+        assert read_split(tmp_path / "a", split) == read_split(tmp_path / "b", split)
+    labels = sum((read_split(tmp_path / "a", s)["label"] for s in ("train", "valid", "test")), [])
+    assert labels == [float(r > 3) for _, _, r in ratings if r != 3]
+
+
 def test_movielens_drops_rating_3_and_reads_side_files(tmp_path):
     (tmp_path / "users.dat").write_text(
         "1::F::1::10::48067\n2::M::56::16::70072\n3::M::25::15::55117\n"
@@ -382,3 +446,64 @@ def test_integer_tokens_hash_by_value():
     assert hash_tokens(pa.array(strings).slice(1)).tolist() == [
         reference_hash(t) for t in strings[1:]
     ]
+
+
+def test_get_movielens100k_writes_the_grouplens_layout(tmp_path):
+    """tools/get_movielens100k.py's tables -> u.* files that prepare reads back row for row."""
+    import importlib.util
+
+    import pyarrow as pa
+
+    spec = importlib.util.spec_from_file_location(
+        "get_ml100k", Path(__file__).parents[3] / "tools" / "get_movielens100k.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    ratings = pa.table(
+        {
+            "user_id": [1, 2, 1, 2],
+            "movie_id": [7, 7, 9, 9],
+            "rating": [5, 1, 4, 2],
+            "timestamp": [1, 2, 3, 4],
+        }
+    )
+    users = pa.table(
+        {
+            "user_id": [1, 2],
+            "age": [15, 40],
+            "gender": ["F", "M"],
+            "occupation": ["student", "other"],
+            "zip_code": ["01", "02"],
+        }
+    )
+    flags = {g: [int(g == "Drama"), int(g in ("Comedy", "War"))] for g in tool.GENRES}
+    items = pa.table(
+        {
+            "movie_id": [7, 9],
+            "movie_title": ["A (1990)", "Bé (2001)"],
+            "release_date": ["01-Jan-1990", None],
+            "video_release_date": [None, None],
+            "IMDb_URL": ["u", "v"],
+            **flags,
+        }
+    )
+    tool.write_ml100k(ratings, users, items, tmp_path / "ml-100k")
+    assert sorted(p.name for p in (tmp_path / "ml-100k").iterdir()) == [
+        "u.data",
+        "u.item",
+        "u.user",
+    ]
+    schema = run_prepare(
+        "movielens100k",
+        [tmp_path / "ml-100k"],
+        tmp_path / "out",
+        "--split",
+        "order",
+        "--ratios",
+        "0.5,0.25,0.25",
+    )
+    rows = [read_split(tmp_path / "out", s) for s in ("train", "valid", "test")]
+    assert sum((r["label"] for r in rows), []) == [1.0, 0.0, 1.0, 0.0]
+    release = next(f for f in schema.sparse if f.name == "Release")
+    assert release.vocab_size == 3  # PAD, 1990 (the train rows), OOV
+    assert [len(g) for r in rows for g in r["Genres"]] == [1, 1, 2, 2]

@@ -7,11 +7,22 @@ from recsys_kdef.data.prepare.formats.base import Features, FieldSpec, Format
 from recsys_kdef.data.prepare.formats.criteo import Criteo
 from recsys_kdef.data.prepare.formats.kdd12 import KDD12
 from recsys_kdef.data.prepare.formats.libfm import Frappe, LibFM
-from recsys_kdef.data.prepare.formats.movielens import MovieLens
+from recsys_kdef.data.prepare.formats.movielens import MovieLens, MovieLens100K
 from recsys_kdef.data.prepare.formats.tabular import Tabular, TabularParquet
 
 FORMATS: dict[str, type[Format]] = {
-    f.name: f for f in (Criteo, Avazu, KDD12, MovieLens, Frappe, LibFM, Tabular, TabularParquet)
+    f.name: f
+    for f in (
+        Criteo,
+        Avazu,
+        KDD12,
+        MovieLens,
+        MovieLens100K,
+        Frappe,
+        LibFM,
+        Tabular,
+        TabularParquet,
+    )
 }
 
 __all__ = ["FORMATS", "FieldSpec", "Features", "Format"]

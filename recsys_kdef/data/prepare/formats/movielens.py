@@ -1,4 +1,4 @@
-"""MovieLens-1M as the ML_1M CTR task of the KDEF authors.
+"""MovieLens-1M as the ML_1M CTR task of the KDEF authors, and MovieLens-100K as the same task.
 
 ratings.dat (UserID::MovieID::Rating::Timestamp) is streamed; users.dat
 (UserID::Gender::Age::Occupation::Zip-code) and movies.dat (MovieID::Title::Genres, Latin-1)
@@ -81,6 +81,51 @@ class MovieLens(Format):
         return Features(sparse, {}, labels, chunk.lines[kept], filtered=int((~kept).sum()))
 
 
+AGE_BUCKETS = (18, 25, 35, 45, 50, 56)  # ML-1M's Age codes: 1 is "under 18"
+GENRES_100K = (
+    "unknown Action Adventure Animation Children's Comedy Crime Documentary Drama Fantasy "
+    "Film-Noir Horror Musical Mystery Romance Sci-Fi Thriller War Western"
+).split()
+
+
+class MovieLens100K(MovieLens):
+    name = "movielens100k"
+    description = "MovieLens-100K u.data + u.user + u.item (GroupLens' ml-100k layout)"
+    layout = TextLayout(delimiter="\t", columns=RATINGS, types={c: pa.int64() for c in RATINGS})
+
+    def resolve(self, raw: Path) -> list[Path]:
+        """A directory means its u.data."""
+        return [raw / "u.data" if raw.is_dir() else raw]
+
+    def side_files(self, paths: list[Path]) -> list[Path]:
+        return [p.parent / name for p in paths for name in ("u.user", "u.item")]
+
+    def side_tables(self, ratings: Path) -> tuple[Lookup, Lookup]:
+        """u.user and u.item beside `ratings`, as lookups by user / movie id."""
+        if ratings.parent not in self._side:
+            users = _records(ratings.parent / "u.user", "user id|age|gender|occupation|zip", "|")
+            movies = _records(
+                ratings.parent / "u.item",
+                "movie id|title|release date|video date|URL|19 genre flags",
+                "|",
+                width=5 + len(GENRES_100K),
+            )
+            ages = [str(_age_code(int(a))) if a.isdigit() else "" for a in users[1]]
+            years = [(m := YEAR.search(title)) and m.group(1) or "" for title in movies[1]]
+            flags = movies[5:]
+            genres = [[g for g, f in zip(GENRES_100K, row) if f == "1"] for row in zip(*flags)]
+            self._side[ratings.parent] = (
+                Lookup(users[0], {"Gender": users[2], "Age": ages, "Occupation": users[3]}),
+                Lookup(movies[0], {"Release": years, "Genres": genres}),
+            )
+        return self._side[ratings.parent]
+
+
+def _age_code(age: int) -> int:
+    """ML-1M's Age code of an age in years."""
+    return max([1, *(b for b in AGE_BUCKETS if age >= b)])
+
+
 class Lookup:
     """Attributes by integer id (a side table held in memory)."""
 
@@ -103,14 +148,20 @@ class Lookup:
         return {name: taken[name].combine_chunks() for name in taken.column_names}
 
 
-def _records(path: Path, layout: str) -> list[list[str]]:
-    """The '::'-separated columns of a small Latin-1 file, or an error naming the line."""
+def _records(
+    path: Path, layout: str, separator: str = "::", width: int | None = None
+) -> list[list[str]]:
+    """The columns of a small Latin-1 side file, or an error naming the line.
+
+    `width` is the number of columns (default: as many as `layout` names)."""
     if not path.is_file():
-        raise DataError(f"{path}: not found; MovieLens-1M needs it beside ratings.dat")
-    width = layout.count("::") + 1
+        raise DataError(f"{path}: not found; MovieLens needs it beside the ratings")
+    width = width or layout.count(separator) + 1
     rows = []
     for n, line in enumerate(path.read_bytes().decode("latin-1").splitlines(), 1):
-        parts = line.split("::")
+        if not line.strip():
+            continue
+        parts = line.split(separator)
         if len(parts) != width or not parts[0].strip().isdigit():
             raise DataError(f"{path}:{n}: expected {layout}, got {line[:200]!r}")
         rows.append(parts)
