@@ -1,11 +1,14 @@
 """Evaluation metrics for several prediction heads at once (students, ensemble, ...).
 
-AUC, logloss and NE come from torchrec.metrics (AUCMetric, NEMetric), reduced across ranks.
-TorchRec reports logloss in bits (log2); we report nats, as FuxiCTR and scikit-learn do.
+Every state is bounded in the number of rows, except gAUC's rows without a spill directory.
+AUC comes from fine score histograms (recsys_kdef.binned_auc), reported with its error bound
+(`auc_bound`, typically below 1e-5); TorchRec's exact AUCMetric keeps every prediction.
+Logloss and NE come from torchrec.metrics' NEMetric (running sums), reduced across ranks;
+TorchRec reports logloss in bits (log2), we report nats, as FuxiCTR and scikit-learn do.
 gAUC is the mean, over groups (users) that have both a click and a non-click, of the AUC
-within the group; TorchRec's GAUC computes it for groups that sit together in one batch,
-so rows are first sent to the rank that owns their group (group id mod world size),
-sorted by group, and fed to TorchRec's GAUC kernel in chunks of whole groups.
+within the group, exact: rows are kept in partitions by hash(group), on disk with
+`spill_dir` (recsys_kdef.group_rows), and each partition is gathered on one rank, sorted by
+group, and fed to TorchRec's GAUC kernel in chunks of whole groups.
 Calibration (mean prediction / observed CTR) comes from running sums; with `curves=True`,
 fixed-width histograms of the predictions (bounded memory, summed over ranks) give the
 reliability bins and an ROC curve for plots.
@@ -14,18 +17,18 @@ reliability bins and an ROC curve for plots.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
-from torchrec.metrics.auc import AUCMetric
-from torchrec.metrics.gauc import get_auc_states
 from torchrec.metrics.metrics_config import RecComputeMode, RecTaskInfo
 from torchrec.metrics.ne import NEMetric
 
-from recsys_kdef.distributed import all_reduce_sum, exchange_rows
+from recsys_kdef.binned_auc import BinnedAUC
+from recsys_kdef.distributed import all_reduce_sum
+from recsys_kdef.group_rows import GroupRows, num_partitions
 
-GAUC_CHUNK_ELEMENTS = 1 << 22  # padded (group x longest group) cells per GAUC kernel call
 RELIABILITY_BINS = 10  # equal-width predicted-probability bins of the calibration curve
-ROC_BINS = 1000  # score bins of the (plotted) ROC curve; the reported AUC is TorchRec's exact one
+ROC_BINS = 1000  # score bins of the plotted ROC curve (the reported AUC uses far finer bins)
 
 
 class EvalMetrics:
@@ -36,6 +39,11 @@ class EvalMetrics:
         metrics = EvalMetrics(["student_0", "student_1", "ensemble"], rank=0, world_size=1)
         metrics.update(probs, labels, groups)        # probs (B, 3)
         metrics.compute()["ensemble"]["auc"]
+        metrics.close()                               # removes spilled gAUC rows
+
+    With `spill_dir`, gAUC's rows go to files under it, in partitions of about
+    ROWS_PER_PARTITION rows given `expected_rows` (all ranks' rows); without, they stay in
+    memory. close() removes the files, also after an error.
     """
 
     def __init__(
@@ -47,6 +55,8 @@ class EvalMetrics:
         batch_size: int = 1024,
         with_gauc: bool = True,
         curves: bool = False,
+        spill_dir: str | Path | None = None,
+        expected_rows: int = 0,
     ) -> None:
         self.heads = heads
         h = len(heads)
@@ -67,10 +77,21 @@ class EvalMetrics:
             window_size=2**62,
             compute_on_all_ranks=True,
         )
-        self._auc = AUCMetric(**common)
+        self._auc = BinnedAUC(h)
         self._ne = NEMetric(**common, include_logloss=True)
         self.with_gauc = with_gauc
-        self._gauc_rows: list[torch.Tensor] = []  # (B, 2 + H): group, label, probs
+        self._has_groups = False
+        self._group_rows = (
+            GroupRows(
+                h,
+                partitions=num_partitions(expected_rows, world_size) if spill_dir else world_size,
+                directory=spill_dir,
+                rank=rank,
+                world_size=world_size,
+            )
+            if with_gauc
+            else None
+        )
 
     def update(
         self, probs: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | None = None
@@ -79,7 +100,7 @@ class EvalMetrics:
         preds = {h: probs[:, i] for i, h in enumerate(self.heads)}
         label_map = {h: labels for h in self.heads}
         weights = {h: torch.ones_like(labels) for h in self.heads}
-        self._auc.update(predictions=preds, labels=label_map, weights=weights)
+        self._auc.update(probs, labels)
         self._ne.update(predictions=preds, labels=label_map, weights=weights)
         p, y = probs.double().cpu(), labels.double().cpu()
         self._calibration[:, 0] += p.sum(0)
@@ -90,22 +111,20 @@ class EvalMetrics:
             for values, column in ((y, 0), (1 - y, 1)):
                 self._histogram[:, :, column].scatter_add_(1, bins, values.expand_as(bins))
             self._histogram[:, :, 2].scatter_add_(1, bins, p.t())
-        if self.with_gauc and groups is not None:
-            self._gauc_rows.append(
-                torch.cat(
-                    [groups.double().unsqueeze(1), labels.double().unsqueeze(1), probs.double()],
-                    dim=1,
-                ).cpu()
-            )
+        if self._group_rows is not None and groups is not None:
+            self._group_rows.add(groups, labels, probs)
+            self._has_groups = True
 
     def compute(self) -> dict[str, dict[str, float]]:
-        """{head: {auc, logloss, ne[, gauc]}} over all ranks' rows (every rank gets the result)."""
-        auc = self._auc.compute()
+        """{head: {auc, auc_bound, logloss, ne, calibration[, gauc]}} over all ranks' rows
+        (every rank gets the result); |auc - exact AUC| <= auc_bound."""
+        auc, auc_bound = self._auc.compute()
         ne = self._ne.compute()
         out: dict[str, dict[str, float]] = {}
-        for h in self.heads:
+        for i, h in enumerate(self.heads):
             out[h] = {
-                "auc": float(auc[f"auc-{h}|window_auc"]),
+                "auc": float(auc[i]),
+                "auc_bound": float(auc_bound[i]),
                 "logloss": float(ne[f"ne-{h}|lifetime_logloss"]) * math.log(2),
                 "ne": float(ne[f"ne-{h}|lifetime_ne"]),
             }
@@ -122,24 +141,16 @@ class EvalMetrics:
         return out
 
     def _compute_gauc(self) -> torch.Tensor | None:
-        local = (
-            torch.cat(self._gauc_rows)
-            if self._gauc_rows
-            else torch.empty(0, 2 + len(self.heads), dtype=torch.float64)
-        )
-        has_groups = all_reduce_sum(torch.tensor([float(len(self._gauc_rows) > 0)]))
+        has_groups = all_reduce_sum(torch.tensor([float(self._has_groups)]))
         if has_groups.item() == 0:
             return None
-        owner = (
-            (local[:, 0].long() % self.world_size)
-            if self.world_size > 1
-            else torch.zeros(len(local), dtype=torch.long)
-        )
-        rows = exchange_rows(local, owner)
-        auc_sum, num_groups = grouped_auc(rows[:, 0].long(), rows[:, 2:], rows[:, 1])
-        totals = all_reduce_sum(torch.cat([auc_sum, num_groups]))
-        h = len(self.heads)
-        return totals[:h] / totals[h:].clamp(min=1)
+        auc_sum, num_groups = self._group_rows.grouped_auc_sums()
+        return auc_sum / num_groups.clamp(min=1)
+
+    def close(self) -> None:
+        """Remove spilled gAUC rows (safe to call twice, and after an error)."""
+        if self._group_rows is not None:
+            self._group_rows.close()
 
 
 def curves_from_histogram(heads: list[str], histogram: torch.Tensor) -> dict[str, dict[str, list]]:
@@ -167,39 +178,3 @@ def curves_from_histogram(heads: list[str], histogram: torch.Tensor) -> dict[str
             "roc": {"fpr": fpr.float().tolist(), "tpr": tpr.float().tolist()},
         }
     return out
-
-
-def grouped_auc(
-    groups: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum over groups of the within-group AUC, and the number of groups counted, per head.
-
-    groups (N,), probs (N, H), labels (N,). Groups whose rows are all one class, or whose
-    predictions are all equal, are skipped (TorchRec's GAUC rule). Returns two (H,) tensors.
-    """
-    num_heads = probs.shape[1]
-    auc_sum = torch.zeros(num_heads, dtype=torch.float64)
-    count = torch.zeros(num_heads, dtype=torch.float64)
-    if groups.numel() == 0:
-        return auc_sum, count
-    _, group_index, sizes = torch.unique(groups, return_inverse=True, return_counts=True)
-    # order rows by (group size, group) so that each chunk of whole groups pads to a similar length
-    size_rank = torch.empty_like(sizes)
-    size_rank[torch.argsort(sizes, stable=True)] = torch.arange(len(sizes))
-    order = torch.argsort(size_rank[group_index], stable=True)
-    probs, labels = probs[order], labels[order]
-    sizes = torch.sort(sizes).values  # (G,) ascending, in the new group order
-    row_start = torch.cumsum(sizes, 0) - sizes
-    first = 0
-    while first < len(sizes):
-        # largest chunk [first, last) whose padded area (groups x longest) fits the budget
-        area = torch.arange(1, len(sizes) - first + 1) * sizes[first:]
-        last = first + max(1, int(torch.searchsorted(area, GAUC_CHUNK_ELEMENTS, right=True)))
-        rows = slice(int(row_start[first]), int(row_start[last - 1] + sizes[last - 1]))
-        p = probs[rows].t().float().contiguous()  # (H, n); the fbgemm kernel takes float32
-        y = labels[rows].float().unsqueeze(0).expand(num_heads, -1).contiguous()
-        states = get_auc_states(y, p, torch.ones_like(p), sizes[first:last])
-        auc_sum += states["auc_sum"].double()
-        count += states["num_samples"].double()
-        first = last
-    return auc_sum, count
