@@ -2,7 +2,7 @@
 
 Every row of a group lands in the same partition on every rank, so the within-group AUC of a
 partition's groups needs only that partition's rows: partition p is gathered on rank
-p % world_size (one partition per rank at a time) and fed to the GAUC kernel. With a
+p % world_size (one partition per rank at a time), sorted by (group, score) and reduced. With a
 directory the partitions are files there (appended as rows arrive, removed by close()), and
 memory holds one partition, about 2 * rows / partitions rows; without one they are in memory
 (for small validation sets). Exact either way.
@@ -18,12 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchrec.metrics.gauc import get_auc_states
 
 from recsys_kdef.distributed import all_reduce_sum, exchange_rows
 
 ROWS_PER_PARTITION = 1 << 20  # rows of all ranks in one spilled partition (in memory at once)
-GAUC_CHUNK_ELEMENTS = 1 << 22  # padded (group x longest group) cells per GAUC kernel call
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads sequential or strided ids
 
 
@@ -140,34 +138,50 @@ class GroupRows:
 def grouped_auc(
     groups: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum over groups of the within-group AUC, and the number of groups counted, per head.
+    """Sum over groups of the within-group AUC (ties count 1/2), and the groups counted, per head.
 
-    groups (N,), probs (N, H), labels (N,). Groups whose rows are all one class, or whose
-    predictions are all equal, are skipped (TorchRec's GAUC rule). Returns two (H,) tensors.
+    groups (N,), probs (N, H), labels (N,) in {0, 1}. Groups whose rows are all one class, or
+    whose predictions are all equal, are skipped (TorchRec's GAUC rule). Returns two (H,)
+    tensors. Rows are sorted by (group, score) once per head; no padding to the longest group.
     """
     num_heads = probs.shape[1]
     auc_sum = torch.zeros(num_heads, dtype=torch.float64)
     count = torch.zeros(num_heads, dtype=torch.float64)
     if groups.numel() == 0:
         return auc_sum, count
-    _, group_index, sizes = torch.unique(groups, return_inverse=True, return_counts=True)
-    # order rows by (group size, group) so that each chunk of whole groups pads to a similar length
-    size_rank = torch.empty_like(sizes)
-    size_rank[torch.argsort(sizes, stable=True)] = torch.arange(len(sizes))
-    order = torch.argsort(size_rank[group_index], stable=True)
-    probs, labels = probs[order], labels[order]
-    sizes = torch.sort(sizes).values  # (G,) ascending, in the new group order
-    row_start = torch.cumsum(sizes, 0) - sizes
-    first = 0
-    while first < len(sizes):
-        # largest chunk [first, last) whose padded area (groups x longest) fits the budget
-        area = torch.arange(1, len(sizes) - first + 1) * sizes[first:]
-        last = first + max(1, int(torch.searchsorted(area, GAUC_CHUNK_ELEMENTS, right=True)))
-        rows = slice(int(row_start[first]), int(row_start[last - 1] + sizes[last - 1]))
-        p = probs[rows].t().float().contiguous()  # (H, n); the fbgemm kernel takes float32
-        y = labels[rows].float().unsqueeze(0).expand(num_heads, -1).contiguous()
-        states = get_auc_states(y, p, torch.ones_like(p), sizes[first:last])
-        auc_sum += states["auc_sum"].double()
-        count += states["num_samples"].double()
-        first = last
+    _, group_index = torch.unique(groups, return_inverse=True)
+    y = labels.double()
+    pos = torch.zeros(int(group_index.max()) + 1, dtype=torch.float64).index_add_(0, group_index, y)
+    rows = torch.bincount(group_index).double()
+    mixed = ((pos > 0) & (pos < rows))[group_index]  # rows of groups with both classes
+    group_index, y, probs = group_index[mixed], y[mixed], probs[mixed]
+    if not len(y):
+        return auc_sum, count
+    _, group_index = torch.unique(group_index, return_inverse=True)  # 0 .. G-1
+    num_groups = int(group_index.max()) + 1
+    pos = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, group_index, y)
+    pairs = pos * (torch.bincount(group_index, minlength=num_groups).double() - pos)  # (G,)
+    for h in range(num_heads):
+        by_score = torch.argsort(probs[:, h], stable=True)
+        order = by_score[torch.argsort(group_index[by_score], stable=True)]  # (group, score)
+        g, p, label = group_index[order], probs[order, h], y[order]
+        neg = 1 - label
+        neg_before = torch.cumsum(neg, 0) - neg  # negatives before each row, over all groups
+        # runs of equal (group, score): a positive beats the negatives of earlier runs of its
+        # group and ties with those of its own run
+        new_run = torch.ones(len(g), dtype=torch.bool)
+        new_run[1:] = (g[1:] != g[:-1]) | (p[1:] != p[:-1])
+        run = torch.cumsum(new_run, 0) - 1
+        run_first = torch.nonzero(new_run).squeeze(1)
+        run_neg = torch.zeros(len(run_first), dtype=torch.float64).index_add_(0, run, neg)
+        new_group = torch.ones(len(g), dtype=torch.bool)
+        new_group[1:] = g[1:] != g[:-1]
+        group_neg_before = neg_before[new_group]  # (G,) negatives before each group's rows
+        below = neg_before[run_first][run] - group_neg_before[g]
+        wins = label * (below + 0.5 * run_neg[run])
+        group_wins = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, g, wins)
+        runs_per_group = torch.bincount(g[run_first], minlength=num_groups)
+        counted = runs_per_group > 1  # not all predictions equal
+        auc_sum[h] = (group_wins[counted] / pairs[counted]).sum()
+        count[h] = counted.sum()
     return auc_sum, count

@@ -7,8 +7,8 @@ Logloss and NE come from torchrec.metrics' NEMetric (running sums), reduced acro
 TorchRec reports logloss in bits (log2), we report nats, as FuxiCTR and scikit-learn do.
 gAUC is the mean, over groups (users) that have both a click and a non-click, of the AUC
 within the group, exact: rows are kept in partitions by hash(group), on disk with
-`spill_dir` (recsys_kdef.group_rows), and each partition is gathered on one rank, sorted by
-group, and fed to TorchRec's GAUC kernel in chunks of whole groups.
+`spill_dir` (recsys_kdef.group_rows), and each partition is gathered on one rank and sorted
+by (group, score); ties count 1/2.
 Calibration (mean prediction / observed CTR) comes from running sums; with `curves=True`,
 fixed-width histograms of the predictions (bounded memory, summed over ranks) give the
 reliability bins and an ROC curve for plots.

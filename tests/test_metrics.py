@@ -127,10 +127,21 @@ def reference_gauc(probs, labels, groups):
     _, sizes = torch.unique_consecutive(groups, return_counts=True)
     per_head = [[] for _ in HEADS]
     for p, y in zip(probs.split(sizes.tolist()), labels.split(sizes.tolist()), strict=True):
-        if 0 < y.mean() < 1:
-            for i in range(len(HEADS)):
+        for i in range(len(HEADS)):  # TorchRec's rule: skip one-class and constant-score groups
+            if 0 < y.mean() < 1 and p[:, i].unique().numel() > 1:
                 per_head[i].append(exact_auc(p[:, i], y))
     return [sum(a) / len(a) for a in per_head]
+
+
+def test_gauc_counts_tied_scores_as_half_and_skips_constant_groups():
+    probs, labels, groups = make_many_groups(n=6000, num_groups=500)
+    probs = (probs * 4).round() / 4  # 5 distinct scores: ties and some constant groups
+    metrics = EvalMetrics(HEADS, rank=0, world_size=1)
+    for chunk in torch.arange(len(labels)).split(1000):
+        metrics.update(probs[chunk], labels[chunk], groups[chunk])
+    got = metrics.compute()
+    for h, want in zip(HEADS, reference_gauc(probs, labels, groups), strict=True):
+        assert got[h]["gauc"] == pytest.approx(want, abs=1e-12), h
 
 
 def _rank_spilled_gauc(ctx, spill_dir):

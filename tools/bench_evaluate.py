@@ -4,7 +4,7 @@ KDD12 (KDD Cup 2012 track 2, as KDD12_x10) has 13 fields; here: 12 categorical f
 `--vocab` ids plus the user field (the gAUC group), from recsys_kdef's synthetic generator
 (one vocabulary size for all fields). Each size is evaluated in a fresh process (one rank)
 with the real job's pieces (build_module, a DCP checkpoint loaded with load_into, evaluate
-with calibration curves); the model's forward time is measured with hooks, the rest of the
+with calibration curves and gAUC rows spilled to disk, as the job does); the model's forward time is measured with hooks, the rest of the
 wall time is reading Parquet, building batches and metrics. Prints a table, writes JSON.
 
     python tools/bench_evaluate.py --rows 1000000 3000000 --out bench/evaluate.json
@@ -86,7 +86,7 @@ def measure(data: Path, students: int, batch_size: int) -> dict:
             list_split_files(data, "test"), schema, batch_size, training=False
         )
         start = time.perf_counter()
-        result = evaluate(module, reader, ctx, curves=True)
+        result = evaluate(module, reader, ctx, curves=True, spill_dir=data.parent / "spill")
         wall = time.perf_counter() - start
     finally:
         destroy_distributed()
@@ -99,6 +99,8 @@ def measure(data: Path, students: int, batch_size: int) -> dict:
         "rows_per_s": result.rows / wall,
         "peak_rss_mb": _peak_rss_mb(),
         "ensemble_auc": result.metrics["ensemble"]["auc"],
+        "ensemble_auc_bound": result.metrics["ensemble"]["auc_bound"],
+        "ensemble_gauc": result.metrics["ensemble"].get("gauc"),
     }
 
 
