@@ -170,7 +170,6 @@ def evaluate(
                     heads or list(all_heads),
                     rank=ctx.rank,
                     world_size=ctx.world_size,
-                    batch_size=reader.batch_size,
                     with_gauc=reader.schema.group is not None,
                     curves=curves,
                     spill_dir=spill_dir,

@@ -21,7 +21,7 @@ import torch
 
 from recsys_kdef.distributed import all_reduce_sum, exchange_rows
 
-ROWS_PER_PARTITION = 1 << 20  # rows of all ranks in one spilled partition (in memory at once)
+ROWS_PER_PARTITION = 1 << 19  # rows of all ranks in one spilled partition (in memory at once)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads sequential or strided ids
 
 

@@ -3,8 +3,10 @@
 Every state is bounded in the number of rows, except gAUC's rows without a spill directory.
 AUC comes from fine score histograms (recsys_kdef.binned_auc), reported with its error bound
 (`auc_bound`, typically below 1e-5); TorchRec's exact AUCMetric keeps every prediction.
-Logloss and NE come from torchrec.metrics' NEMetric (running sums), reduced across ranks;
-TorchRec reports logloss in bits (log2), we report nats, as FuxiCTR and scikit-learn do.
+Logloss (natural log, as FuxiCTR and scikit-learn; TorchRec reports bits) and NE (logloss
+over the entropy of the base rate) come from running sums reduced across ranks, with
+predictions clamped to [1e-12, 1 - 1e-12] as TorchRec's NE does (whose NEMetric keeps about
+50 bytes per row evaluated in its update path, so it is not used here).
 gAUC is the mean, over groups (users) that have both a click and a non-click, of the AUC
 within the group, exact: rows are kept in partitions by hash(group), on disk with
 `spill_dir` (recsys_kdef.group_rows), and each partition is gathered on one rank and sorted
@@ -20,13 +22,12 @@ import math
 from pathlib import Path
 
 import torch
-from torchrec.metrics.metrics_config import RecComputeMode, RecTaskInfo
-from torchrec.metrics.ne import NEMetric
 
 from recsys_kdef.binned_auc import BinnedAUC
 from recsys_kdef.distributed import all_reduce_sum
 from recsys_kdef.group_rows import GroupRows, num_partitions
 
+EPS = 1e-12  # predictions and the base rate are clamped to [EPS, 1 - EPS] in logloss and NE
 RELIABILITY_BINS = 10  # equal-width predicted-probability bins of the calibration curve
 ROC_BINS = 1000  # score bins of the plotted ROC curve (the reported AUC uses far finer bins)
 
@@ -52,7 +53,6 @@ class EvalMetrics:
         *,
         rank: int,
         world_size: int,
-        batch_size: int = 1024,
         with_gauc: bool = True,
         curves: bool = False,
         spill_dir: str | Path | None = None,
@@ -60,25 +60,14 @@ class EvalMetrics:
     ) -> None:
         self.heads = heads
         h = len(heads)
-        # per head: [sum of predictions, sum of labels, rows]
-        self._calibration = torch.zeros(h, 3, dtype=torch.float64)
+        # per head: [sum of predictions, sum of labels, rows, sum of cross-entropies]
+        self._sums = torch.zeros(h, 4, dtype=torch.float64)
         # per head and score bin: [positives, negatives, sum of predictions] (only with curves)
         self._histogram = torch.zeros(h, ROC_BINS, 3, dtype=torch.float64) if curves else None
         self.curves: dict[str, dict[str, list]] = {}
         """Filled by compute() when built with curves=True: {head: {reliability, roc}}."""
         self.world_size = world_size
-        tasks = [RecTaskInfo(name=h, label_name="label", prediction_name=h) for h in heads]
-        common = dict(
-            world_size=world_size,
-            my_rank=rank,
-            batch_size=batch_size,
-            tasks=tasks,
-            compute_mode=RecComputeMode.FUSED_TASKS_COMPUTATION,
-            window_size=2**62,
-            compute_on_all_ranks=True,
-        )
         self._auc = BinnedAUC(h)
-        self._ne = NEMetric(**common, include_logloss=True)
         self.with_gauc = with_gauc
         self._has_groups = False
         self._group_rows = (
@@ -97,15 +86,13 @@ class EvalMetrics:
         self, probs: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | None = None
     ) -> None:
         probs, labels = probs.detach().float(), labels.detach().float()
-        preds = {h: probs[:, i] for i, h in enumerate(self.heads)}
-        label_map = {h: labels for h in self.heads}
-        weights = {h: torch.ones_like(labels) for h in self.heads}
         self._auc.update(probs, labels)
-        self._ne.update(predictions=preds, labels=label_map, weights=weights)
         p, y = probs.double().cpu(), labels.double().cpu()
-        self._calibration[:, 0] += p.sum(0)
-        self._calibration[:, 1] += y.sum()
-        self._calibration[:, 2] += len(y)
+        self._sums[:, 0] += p.sum(0)
+        self._sums[:, 1] += y.sum()
+        self._sums[:, 2] += len(y)
+        q, y_col = p.clamp(EPS, 1 - EPS), y.unsqueeze(1)  # (B, H), (B, 1)
+        self._sums[:, 3] -= (y_col * q.log() + (1 - y_col) * torch.log1p(-q)).sum(0)
         if self._histogram is not None:
             bins = (p * ROC_BINS).long().clamp_(0, ROC_BINS - 1).t()  # (H, B)
             for values, column in ((y, 0), (1 - y, 1)):
@@ -119,18 +106,21 @@ class EvalMetrics:
         """{head: {auc, auc_bound, logloss, ne, calibration[, gauc]}} over all ranks' rows
         (every rank gets the result); |auc - exact AUC| <= auc_bound."""
         auc, auc_bound = self._auc.compute()
-        ne = self._ne.compute()
+        sums = all_reduce_sum(self._sums.clone())
         out: dict[str, dict[str, float]] = {}
-        for i, h in enumerate(self.heads):
+        for i, (h, (pred_sum, label_sum, rows, ce_sum)) in enumerate(
+            zip(self.heads, sums.tolist(), strict=True)
+        ):
+            logloss = ce_sum / rows if rows else math.nan
+            base = min(max(label_sum / rows, EPS), 1 - EPS) if rows else math.nan
+            entropy = -(base * math.log(base) + (1 - base) * math.log1p(-base))
             out[h] = {
                 "auc": float(auc[i]),
                 "auc_bound": float(auc_bound[i]),
-                "logloss": float(ne[f"ne-{h}|lifetime_logloss"]) * math.log(2),
-                "ne": float(ne[f"ne-{h}|lifetime_ne"]),
+                "logloss": logloss,
+                "ne": logloss / entropy,
+                "calibration": pred_sum / label_sum if label_sum else math.nan,
             }
-        calibration = all_reduce_sum(self._calibration.clone())
-        for h, (pred_sum, label_sum, _) in zip(self.heads, calibration.tolist(), strict=True):
-            out[h]["calibration"] = pred_sum / label_sum if label_sum else math.nan
         if self._histogram is not None:
             self.curves = curves_from_histogram(self.heads, all_reduce_sum(self._histogram.clone()))
         if self.with_gauc:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from multiprocess import run_multiprocess
 from torchmetrics.functional.classification import binary_auroc
 
-from recsys_kdef.group_rows import GroupRows
+from recsys_kdef.group_rows import ROWS_PER_PARTITION, GroupRows
 from recsys_kdef.metrics import EvalMetrics
 
 HEADS = ["student_0", "student_1", "ensemble"]
@@ -149,7 +149,11 @@ def _rank_spilled_gauc(ctx, spill_dir):
     part = slice(ctx.rank, None, 2)  # every group has rows on both ranks
     partitions = 6  # as if the split had 6 * ROWS_PER_PARTITION rows: 3 rounds of 2
     metrics = EvalMetrics(
-        HEADS, rank=ctx.rank, world_size=2, spill_dir=spill_dir, expected_rows=6 * (1 << 20)
+        HEADS,
+        rank=ctx.rank,
+        world_size=2,
+        spill_dir=spill_dir,
+        expected_rows=6 * ROWS_PER_PARTITION,
     )
     for chunk in torch.arange(len(labels))[part].split(997):
         metrics.update(probs[chunk], labels[chunk], groups[chunk])

@@ -63,6 +63,7 @@ def assert_metrics_match(got: dict, expected: dict) -> None:
 
 def test_a_2_rank_checkpoint_evaluates_alike_on_1_and_4_ranks(trained, tmp_path):
     data, run_dir, report = trained
+    assert not list(run_dir.glob("gauc-*"))  # the run's test gAUC spilled there, then cleaned
     one = tmp_path / "one"
     cmd = [
         sys.executable, "-m", "recsys_kdef.evaluate", "--checkpoint", str(run_dir),
