@@ -7,7 +7,7 @@ with the real job's pieces (build_module, a DCP checkpoint loaded with load_into
 with calibration curves and gAUC rows spilled to disk, as the job does); the model's forward time is measured with hooks, the rest of the
 wall time is reading Parquet, building batches and metrics. Prints a table, writes JSON.
 
-    python tools/bench_evaluate.py --rows 1000000 3000000 --out bench/evaluate.json
+    python tools/bench_evaluate.py --rows 1000000 3000000 10000000 --out bench/evaluate.json
 """
 
 from __future__ import annotations
