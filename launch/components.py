@@ -76,7 +76,7 @@ def evaluate(
     number: the checkpoint is resharded on load).
 
     Args:
-        script_args: more options of python -m recsys_kdef.evaluate (--heads, --predictions, --out)
+        script_args: more options of python -m recsys_kdef.evaluate (--heads, --predictions, --out, --tmp-dir)
         checkpoint: a run directory (its best checkpoint) or one checkpoint directory
         data: dataset directory (schema.json and one directory per split)
         split: the split to evaluate

@@ -134,12 +134,15 @@ def evaluate(
     curves: bool = False,
     predictions: PredictionWriter | None = None,
     progress: bool = False,
+    spill_dir: str | Path | None = None,
 ) -> EvalResult:
     """Run `module` (the sharded train module) over `reader` on every rank; results on every rank.
 
     The heads are the model output's (`heads()`: students, ensemble, fused, ...) plus any
     prediction the objective adds (ObjectiveOutput.heads), or the subset `heads`. With
     `curves`, the result has reliability bins and ROC points; `predictions` gets every row.
+    With `spill_dir`, gAUC's rows wait in temporary files there (removed at the end, also on
+    error), so memory does not grow with the split; without, they wait in memory.
     """
     module.eval()
     metrics: EvalMetrics | None = None
@@ -152,44 +155,51 @@ def evaluate(
         mininterval=1.0,
         dynamic_ncols=True,
     )
-    for batch in reader:
-        batch = batch.to(ctx.device, non_blocking=True)
-        _, (objective, output) = module(batch)  # padding batches run too: the lookup is collective
-        all_heads = {**output.heads(), **objective.heads}
-        if metrics is None:
-            unknown = sorted(set(heads or []) - set(all_heads))
-            if unknown:
-                raise ValueError(f"unknown heads {unknown}; this model has {list(all_heads)}")
-            metrics = EvalMetrics(
-                heads or list(all_heads),
-                rank=ctx.rank,
-                world_size=ctx.world_size,
-                batch_size=reader.batch_size,
-                with_gauc=reader.schema.group is not None,
-                curves=curves,
-            )
-        n = 0 if batch.padding else len(batch)
-        losses.add(objective.components, n)
-        weights.add(objective.weights, n)
-        if n:
-            logits = torch.stack([all_heads[h] for h in metrics.heads], dim=1)
-            probs = torch.sigmoid(logits)  # (B, heads)
-            metrics.update(probs, batch.labels, batch.groups)
-            if predictions is not None:
-                predictions.add(metrics.heads, probs, batch.labels, batch.groups)
-        bar.update(1)
-    bar.close()
-    module.train()
-    assert metrics is not None, "an evaluation reader yields at least one batch on every rank"
-    loss_means, rows = losses.reduce()
-    weight_means, _ = weights.reduce()
-    return EvalResult(
-        metrics=metrics.compute(),
-        losses=loss_means,
-        weights=weight_means,
-        rows=int(rows),
-        curves=metrics.curves,
-    )
+    try:
+        for batch in reader:
+            batch = batch.to(ctx.device, non_blocking=True)
+            _, (objective, output) = module(
+                batch
+            )  # padding batches run too: lookups are collective
+            all_heads = {**output.heads(), **objective.heads}
+            if metrics is None:
+                unknown = sorted(set(heads or []) - set(all_heads))
+                if unknown:
+                    raise ValueError(f"unknown heads {unknown}; this model has {list(all_heads)}")
+                metrics = EvalMetrics(
+                    heads or list(all_heads),
+                    rank=ctx.rank,
+                    world_size=ctx.world_size,
+                    with_gauc=reader.schema.group is not None,
+                    curves=curves,
+                    spill_dir=spill_dir,
+                    expected_rows=sum(g.num_rows for g in reader.row_groups),
+                )
+            n = 0 if batch.padding else len(batch)
+            losses.add(objective.components, n)
+            weights.add(objective.weights, n)
+            if n:
+                logits = torch.stack([all_heads[h] for h in metrics.heads], dim=1)
+                probs = torch.sigmoid(logits)  # (B, heads)
+                metrics.update(probs, batch.labels, batch.groups)
+                if predictions is not None:
+                    predictions.add(metrics.heads, probs, batch.labels, batch.groups)
+            bar.update(1)
+        bar.close()
+        module.train()
+        assert metrics is not None, "an evaluation reader yields at least one batch on every rank"
+        loss_means, rows = losses.reduce()
+        weight_means, _ = weights.reduce()
+        return EvalResult(
+            metrics=metrics.compute(),
+            losses=loss_means,
+            weights=weight_means,
+            rows=int(rows),
+            curves=metrics.curves,
+        )
+    finally:
+        if metrics is not None:
+            metrics.close()
 
 
 if __name__ == "__main__":  # the offline job lives in its own module (it builds on train)

@@ -1,11 +1,16 @@
 """Evaluation metrics for several prediction heads at once (students, ensemble, ...).
 
-AUC, logloss and NE come from torchrec.metrics (AUCMetric, NEMetric), reduced across ranks.
-TorchRec reports logloss in bits (log2); we report nats, as FuxiCTR and scikit-learn do.
+Every state is bounded in the number of rows, except gAUC's rows without a spill directory.
+AUC comes from fine score histograms (recsys_kdef.binned_auc), reported with its error bound
+(`auc_bound`, typically below 1e-5); TorchRec's exact AUCMetric keeps every prediction.
+Logloss (natural log, as FuxiCTR and scikit-learn; TorchRec reports bits) and NE (logloss
+over the entropy of the base rate) come from running sums reduced across ranks, with
+predictions clamped to [1e-12, 1 - 1e-12] as TorchRec's NE does (whose NEMetric keeps about
+50 bytes per row evaluated in its update path, so it is not used here).
 gAUC is the mean, over groups (users) that have both a click and a non-click, of the AUC
-within the group; TorchRec's GAUC computes it for groups that sit together in one batch,
-so rows are first sent to the rank that owns their group (group id mod world size),
-sorted by group, and fed to TorchRec's GAUC kernel in chunks of whole groups.
+within the group, exact: rows are kept in partitions by hash(group), on disk with
+`spill_dir` (recsys_kdef.group_rows), and each partition is gathered on one rank and sorted
+by (group, score); ties count 1/2.
 Calibration (mean prediction / observed CTR) comes from running sums; with `curves=True`,
 fixed-width histograms of the predictions (bounded memory, summed over ranks) give the
 reliability bins and an ROC curve for plots.
@@ -14,18 +19,17 @@ reliability bins and an ROC curve for plots.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
-from torchrec.metrics.auc import AUCMetric
-from torchrec.metrics.gauc import get_auc_states
-from torchrec.metrics.metrics_config import RecComputeMode, RecTaskInfo
-from torchrec.metrics.ne import NEMetric
 
-from recsys_kdef.distributed import all_reduce_sum, exchange_rows
+from recsys_kdef.binned_auc import BinnedAUC
+from recsys_kdef.distributed import all_reduce_sum
+from recsys_kdef.group_rows import GroupRows, num_partitions
 
-GAUC_CHUNK_ELEMENTS = 1 << 22  # padded (group x longest group) cells per GAUC kernel call
+EPS = 1e-12  # predictions and the base rate are clamped to [EPS, 1 - EPS] in logloss and NE
 RELIABILITY_BINS = 10  # equal-width predicted-probability bins of the calibration curve
-ROC_BINS = 1000  # score bins of the (plotted) ROC curve; the reported AUC is TorchRec's exact one
+ROC_BINS = 1000  # score bins of the plotted ROC curve (the reported AUC uses far finer bins)
 
 
 class EvalMetrics:
@@ -36,6 +40,11 @@ class EvalMetrics:
         metrics = EvalMetrics(["student_0", "student_1", "ensemble"], rank=0, world_size=1)
         metrics.update(probs, labels, groups)        # probs (B, 3)
         metrics.compute()["ensemble"]["auc"]
+        metrics.close()                               # removes spilled gAUC rows
+
+    With `spill_dir`, gAUC's rows go to files under it, in partitions of about
+    ROWS_PER_PARTITION rows given `expected_rows` (all ranks' rows); without, they stay in
+    memory. close() removes the files, also after an error.
     """
 
     def __init__(
@@ -44,74 +53,74 @@ class EvalMetrics:
         *,
         rank: int,
         world_size: int,
-        batch_size: int = 1024,
         with_gauc: bool = True,
         curves: bool = False,
+        spill_dir: str | Path | None = None,
+        expected_rows: int = 0,
     ) -> None:
         self.heads = heads
         h = len(heads)
-        # per head: [sum of predictions, sum of labels, rows]
-        self._calibration = torch.zeros(h, 3, dtype=torch.float64)
+        # per head: [sum of predictions, sum of labels, rows, sum of cross-entropies]
+        self._sums = torch.zeros(h, 4, dtype=torch.float64)
         # per head and score bin: [positives, negatives, sum of predictions] (only with curves)
         self._histogram = torch.zeros(h, ROC_BINS, 3, dtype=torch.float64) if curves else None
         self.curves: dict[str, dict[str, list]] = {}
         """Filled by compute() when built with curves=True: {head: {reliability, roc}}."""
         self.world_size = world_size
-        tasks = [RecTaskInfo(name=h, label_name="label", prediction_name=h) for h in heads]
-        common = dict(
-            world_size=world_size,
-            my_rank=rank,
-            batch_size=batch_size,
-            tasks=tasks,
-            compute_mode=RecComputeMode.FUSED_TASKS_COMPUTATION,
-            window_size=2**62,
-            compute_on_all_ranks=True,
-        )
-        self._auc = AUCMetric(**common)
-        self._ne = NEMetric(**common, include_logloss=True)
+        self._auc = BinnedAUC(h)
         self.with_gauc = with_gauc
-        self._gauc_rows: list[torch.Tensor] = []  # (B, 2 + H): group, label, probs
+        self._has_groups = False
+        self._group_rows = (
+            GroupRows(
+                h,
+                partitions=num_partitions(expected_rows, world_size) if spill_dir else world_size,
+                directory=spill_dir,
+                rank=rank,
+                world_size=world_size,
+            )
+            if with_gauc
+            else None
+        )
 
     def update(
         self, probs: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | None = None
     ) -> None:
         probs, labels = probs.detach().float(), labels.detach().float()
-        preds = {h: probs[:, i] for i, h in enumerate(self.heads)}
-        label_map = {h: labels for h in self.heads}
-        weights = {h: torch.ones_like(labels) for h in self.heads}
-        self._auc.update(predictions=preds, labels=label_map, weights=weights)
-        self._ne.update(predictions=preds, labels=label_map, weights=weights)
+        self._auc.update(probs, labels)
         p, y = probs.double().cpu(), labels.double().cpu()
-        self._calibration[:, 0] += p.sum(0)
-        self._calibration[:, 1] += y.sum()
-        self._calibration[:, 2] += len(y)
+        self._sums[:, 0] += p.sum(0)
+        self._sums[:, 1] += y.sum()
+        self._sums[:, 2] += len(y)
+        q, y_col = p.clamp(EPS, 1 - EPS), y.unsqueeze(1)  # (B, H), (B, 1)
+        self._sums[:, 3] -= (y_col * q.log() + (1 - y_col) * torch.log1p(-q)).sum(0)
         if self._histogram is not None:
             bins = (p * ROC_BINS).long().clamp_(0, ROC_BINS - 1).t()  # (H, B)
             for values, column in ((y, 0), (1 - y, 1)):
                 self._histogram[:, :, column].scatter_add_(1, bins, values.expand_as(bins))
             self._histogram[:, :, 2].scatter_add_(1, bins, p.t())
-        if self.with_gauc and groups is not None:
-            self._gauc_rows.append(
-                torch.cat(
-                    [groups.double().unsqueeze(1), labels.double().unsqueeze(1), probs.double()],
-                    dim=1,
-                ).cpu()
-            )
+        if self._group_rows is not None and groups is not None:
+            self._group_rows.add(groups, labels, probs)
+            self._has_groups = True
 
     def compute(self) -> dict[str, dict[str, float]]:
-        """{head: {auc, logloss, ne[, gauc]}} over all ranks' rows (every rank gets the result)."""
-        auc = self._auc.compute()
-        ne = self._ne.compute()
+        """{head: {auc, auc_bound, logloss, ne, calibration[, gauc]}} over all ranks' rows
+        (every rank gets the result); |auc - exact AUC| <= auc_bound."""
+        auc, auc_bound = self._auc.compute()
+        sums = all_reduce_sum(self._sums.clone())
         out: dict[str, dict[str, float]] = {}
-        for h in self.heads:
+        for i, (h, (pred_sum, label_sum, rows, ce_sum)) in enumerate(
+            zip(self.heads, sums.tolist(), strict=True)
+        ):
+            logloss = ce_sum / rows if rows else math.nan
+            base = min(max(label_sum / rows, EPS), 1 - EPS) if rows else math.nan
+            entropy = -(base * math.log(base) + (1 - base) * math.log1p(-base))
             out[h] = {
-                "auc": float(auc[f"auc-{h}|window_auc"]),
-                "logloss": float(ne[f"ne-{h}|lifetime_logloss"]) * math.log(2),
-                "ne": float(ne[f"ne-{h}|lifetime_ne"]),
+                "auc": float(auc[i]),
+                "auc_bound": float(auc_bound[i]),
+                "logloss": logloss,
+                "ne": logloss / entropy,
+                "calibration": pred_sum / label_sum if label_sum else math.nan,
             }
-        calibration = all_reduce_sum(self._calibration.clone())
-        for h, (pred_sum, label_sum, _) in zip(self.heads, calibration.tolist(), strict=True):
-            out[h]["calibration"] = pred_sum / label_sum if label_sum else math.nan
         if self._histogram is not None:
             self.curves = curves_from_histogram(self.heads, all_reduce_sum(self._histogram.clone()))
         if self.with_gauc:
@@ -122,24 +131,16 @@ class EvalMetrics:
         return out
 
     def _compute_gauc(self) -> torch.Tensor | None:
-        local = (
-            torch.cat(self._gauc_rows)
-            if self._gauc_rows
-            else torch.empty(0, 2 + len(self.heads), dtype=torch.float64)
-        )
-        has_groups = all_reduce_sum(torch.tensor([float(len(self._gauc_rows) > 0)]))
+        has_groups = all_reduce_sum(torch.tensor([float(self._has_groups)]))
         if has_groups.item() == 0:
             return None
-        owner = (
-            (local[:, 0].long() % self.world_size)
-            if self.world_size > 1
-            else torch.zeros(len(local), dtype=torch.long)
-        )
-        rows = exchange_rows(local, owner)
-        auc_sum, num_groups = grouped_auc(rows[:, 0].long(), rows[:, 2:], rows[:, 1])
-        totals = all_reduce_sum(torch.cat([auc_sum, num_groups]))
-        h = len(self.heads)
-        return totals[:h] / totals[h:].clamp(min=1)
+        auc_sum, num_groups = self._group_rows.grouped_auc_sums()
+        return auc_sum / num_groups.clamp(min=1)
+
+    def close(self) -> None:
+        """Remove spilled gAUC rows (safe to call twice, and after an error)."""
+        if self._group_rows is not None:
+            self._group_rows.close()
 
 
 def curves_from_histogram(heads: list[str], histogram: torch.Tensor) -> dict[str, dict[str, list]]:
@@ -167,39 +168,3 @@ def curves_from_histogram(heads: list[str], histogram: torch.Tensor) -> dict[str
             "roc": {"fpr": fpr.float().tolist(), "tpr": tpr.float().tolist()},
         }
     return out
-
-
-def grouped_auc(
-    groups: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum over groups of the within-group AUC, and the number of groups counted, per head.
-
-    groups (N,), probs (N, H), labels (N,). Groups whose rows are all one class, or whose
-    predictions are all equal, are skipped (TorchRec's GAUC rule). Returns two (H,) tensors.
-    """
-    num_heads = probs.shape[1]
-    auc_sum = torch.zeros(num_heads, dtype=torch.float64)
-    count = torch.zeros(num_heads, dtype=torch.float64)
-    if groups.numel() == 0:
-        return auc_sum, count
-    _, group_index, sizes = torch.unique(groups, return_inverse=True, return_counts=True)
-    # order rows by (group size, group) so that each chunk of whole groups pads to a similar length
-    size_rank = torch.empty_like(sizes)
-    size_rank[torch.argsort(sizes, stable=True)] = torch.arange(len(sizes))
-    order = torch.argsort(size_rank[group_index], stable=True)
-    probs, labels = probs[order], labels[order]
-    sizes = torch.sort(sizes).values  # (G,) ascending, in the new group order
-    row_start = torch.cumsum(sizes, 0) - sizes
-    first = 0
-    while first < len(sizes):
-        # largest chunk [first, last) whose padded area (groups x longest) fits the budget
-        area = torch.arange(1, len(sizes) - first + 1) * sizes[first:]
-        last = first + max(1, int(torch.searchsorted(area, GAUC_CHUNK_ELEMENTS, right=True)))
-        rows = slice(int(row_start[first]), int(row_start[last - 1] + sizes[last - 1]))
-        p = probs[rows].t().float().contiguous()  # (H, n); the fbgemm kernel takes float32
-        y = labels[rows].float().unsqueeze(0).expand(num_heads, -1).contiguous()
-        states = get_auc_states(y, p, torch.ones_like(p), sizes[first:last])
-        auc_sum += states["auc_sum"].double()
-        count += states["num_samples"].double()
-        first = last
-    return auc_sum, count

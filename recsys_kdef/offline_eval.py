@@ -44,6 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--batch-size", type=int, default=None, help="default: data.eval_batch_size"
     )
+    parser.add_argument(
+        "--tmp-dir",
+        default=None,
+        help="where gAUC's rows wait on disk, removed at the end (default: --out)",
+    )
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
@@ -68,6 +73,7 @@ def run_evaluation(args: argparse.Namespace, ctx: DistContext) -> dict:
         training=False,
     )
     writer = PredictionWriter(args.predictions, ctx.rank) if args.predictions else None
+    out = Path(args.out or directory)
     try:
         result = evaluate(
             module,
@@ -77,6 +83,7 @@ def run_evaluation(args: argparse.Namespace, ctx: DistContext) -> dict:
             curves=True,
             predictions=writer,
             progress=not args.no_progress,
+            spill_dir=args.tmp_dir or out,
         )
     except BaseException:
         if writer is not None:
@@ -98,7 +105,6 @@ def run_evaluation(args: argparse.Namespace, ctx: DistContext) -> dict:
         "curves": result.curves,
     }
     if ctx.is_main:
-        out = Path(args.out or directory)
         write_json_atomic(out / "evaluation.json", report)
         if not args.no_plots:
             plot_roc(result.curves, result.metrics, out / "roc.png")

@@ -103,7 +103,8 @@ def run(cfg: ExperimentConfig, ctx: DistContext) -> dict:
         fit.best.result if fit.best is not None else evaluate(job.module, job.readers.valid, ctx)
     )
     best = best_student(valid.metrics)
-    test = evaluate(job.module, job.readers.test, ctx)
+    # the test split may be large: gAUC's rows wait on disk (validation keeps them in memory)
+    test = evaluate(job.module, job.readers.test, ctx, spill_dir=cfg.train.output_dir)
     report = build_report(
         config=to_dict(cfg),
         dataset={"path": cfg.data.path, **job.schema.extra},

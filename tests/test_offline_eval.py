@@ -63,6 +63,7 @@ def assert_metrics_match(got: dict, expected: dict) -> None:
 
 def test_a_2_rank_checkpoint_evaluates_alike_on_1_and_4_ranks(trained, tmp_path):
     data, run_dir, report = trained
+    assert not list(run_dir.glob("gauc-*"))  # the run's test gAUC spilled there, then cleaned
     one = tmp_path / "one"
     cmd = [
         sys.executable, "-m", "recsys_kdef.evaluate", "--checkpoint", str(run_dir),
@@ -80,13 +81,15 @@ def test_a_2_rank_checkpoint_evaluates_alike_on_1_and_4_ranks(trained, tmp_path)
     curve = single["curves"]["ensemble"]
     assert sum(b[2] for b in curve["reliability"]) == single["rows"]
     assert curve["roc"]["tpr"][-1] == pytest.approx(1.0)
+    assert not list(one.glob("gauc-*"))  # gAUC's spilled rows (under --out) are removed
 
     argv = [
         "--checkpoint", str(run_dir), "--data", str(data), "--out", str(tmp_path / "four"),
         "--heads", "student_1,ensemble", "--predictions", str(tmp_path / "p4"),
-        "--no-plots", "--no-progress",
+        "--no-plots", "--no-progress", "--tmp-dir", str(tmp_path / "spill"),
     ]  # fmt: skip
     four = run_multiprocess(_evaluate, world_size=4, argv=argv)[0]
+    assert list((tmp_path / "spill").iterdir()) == []
     assert four["world_size"] == 4 and four["rows"] == single["rows"]
     assert set(four["metrics"]) - {"best_student"} == {"student_1", "ensemble"}
     assert_metrics_match(four["metrics"], report["test"])

@@ -67,7 +67,15 @@ def test_demo_under_torchx_learns_the_planted_signal(tmp_path):
     assert test["ensemble"]["auc"] > bayes - 0.02, (test["ensemble"]["auc"], bayes)
     for k in range(4):
         assert test[f"student_{k}"]["auc"] > test["ensemble"]["auc"] - 0.01
-        assert set(test[f"student_{k}"]) == {"auc", "logloss", "ne", "gauc", "calibration"}
+        assert set(test[f"student_{k}"]) == {
+            "auc",
+            "auc_bound",
+            "logloss",
+            "ne",
+            "gauc",
+            "calibration",
+        }
+        assert test[f"student_{k}"]["auc_bound"] < 1e-3  # trained scores spread over many bins
     best = test["best_student"]["index"]
     assert test["best_student"]["auc"] == test[f"student_{best}"]["auc"]
     assert report["valid"][f"student_{best}"]["auc"] == max(

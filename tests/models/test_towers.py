@@ -45,11 +45,29 @@ def test_batched_towers_equal_k_separate_mlps_in_train_and_eval(shared_input):
     batched.eval()
     for tower in reference:
         tower.eval()
-    logits, _ = batched(x)
-    for k, tower in enumerate(reference):
-        torch.testing.assert_close(
-            logits[k], tower(x[0 if shared_input else k]).squeeze(1), rtol=0, atol=1e-10
-        )
+    for grad in (True, False):  # without autograd: the folded batch-norm path
+        with torch.set_grad_enabled(grad):
+            logits, hidden = batched(x)
+        for k, tower in enumerate(reference):
+            x_k = x[0 if shared_input else k]
+            torch.testing.assert_close(hidden[k], tower[:-1](x_k), rtol=0, atol=1e-10)
+            torch.testing.assert_close(logits[k], tower(x_k).squeeze(1), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_inference_forward_equals_eval_forward_with_any_activation(batch_norm):
+    torch.manual_seed(1)
+    towers = BatchedMLP(2, 7, [5, 4], batch_norm=batch_norm, activation="gelu").double()
+    for norm in towers.norms if batch_norm else []:  # eval uses these running statistics
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.2, 3.0)
+    towers.eval()
+    x = torch.randn(2, 9, 7, dtype=torch.float64)
+    with_autograd = towers(x)
+    with torch.no_grad():
+        folded = towers(x)
+    for a, b in zip(with_autograd, folded, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
 
 
 def test_student_batch_norm_running_stats_match_batchnorm1d():
