@@ -152,6 +152,24 @@ def bench_one(ctx: DistContext, schema: Schema, k: int, mode: str, args) -> dict
     }
 
 
+# assumed peaks: 2 AVX2 cores (2 FMA units x 8 fp32 lanes x 2 flops x ~3 GHz each), DDR share;
+# H100 SXM: dense TF32 tensor cores and HBM3
+PEAKS = {"cpu": (192e9, 20e9), "cuda": (495e12, 3.35e12)}
+
+
+def roofline(r: dict, fields: int, dense: int, dim: int, hidden: list[int]) -> dict:
+    """Lower-bound step time from towers' FLOPs (fwd + bwd = 3x fwd) and embedding bytes
+    (fp32 rows read forward, read + written by the fused row-wise optimizer: 3x)."""
+    b, k = r["batch_size"], r["students"]
+    widths = [fields * dim + dense, *hidden, 1]
+    flops = 3 * 2 * b * k * sum(i * o for i, o in zip(widths, widths[1:]))
+    reads = k if r["embedding_mode"] == "per_model" else 1
+    nbytes = 3 * reads * b * fields * dim * 4
+    peak_flops, peak_bw = PEAKS[r["device"]]
+    bound_ms = 1000 * max(flops / peak_flops, nbytes / peak_bw)
+    return {"gflops": flops / 1e9, "embedding_mb": nbytes / 1e6, "roofline_ms": bound_ms}
+
+
 def plan_tables(plan) -> list[str]:
     return [t for module_plan in plan.plan.values() for t in module_plan]
 
@@ -200,13 +218,22 @@ def main() -> None:
     finally:
         destroy_distributed()
 
-    header = f"{'device':<7}{'K':>4}  {'embeddings':<11}{'tables':>7}{'batch':>8}{'ms/step':>10}{'samples/s':>13}"
+    for r in results:
+        base = [q for q in results if q["embedding_mode"] == r["embedding_mode"]]
+        r["step_over_k1"] = r["ms_per_step"] / min(base, key=lambda q: q["students"])["ms_per_step"]
+        r.update(roofline(r, len(schema.sparse), len(schema.dense), 16, args.hidden))
+    header = (
+        f"{'device':<7}{'K':>4}  {'embeddings':<11}{'tables':>7}{'batch':>8}{'ms/step':>10}"
+        f"{'samples/s':>13}{'x K=min':>9}{'GFLOP':>8}{'emb MB':>8}{'roofline ms':>13}"
+    )
     print("\n" + header)
     for r in results:
         print(
             f"{r['device']:<7}{r['students']:>4}  {r['embedding_mode']:<11}{r['tables']:>7}{r['batch_size']:>8}"
-            f"{r['ms_per_step']:>10.1f}{r['samples_per_sec']:>13,.0f}"
+            f"{r['ms_per_step']:>10.1f}{r['samples_per_sec']:>13,.0f}{r['step_over_k1']:>9.2f}"
+            f"{r['gflops']:>8.1f}{r['embedding_mb']:>8.1f}{r['roofline_ms']:>13.1f}"
         )
+    print(f"roofline: assumed peaks (FLOP/s, bytes/s) {PEAKS[results[0]['device']]}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {

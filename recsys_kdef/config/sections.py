@@ -90,6 +90,8 @@ class DataConfig:
     """Rows held by the shuffle buffer (bounded memory); 0 disables shuffling."""
     train_on_valid: bool = False
     """Also train on the validation split (ECKD: early stopping then watches the distillation loss)."""
+    prefetch: int = 2
+    """Batches built ahead on a background thread (pinned memory when CUDA); 0: no thread."""
     synthetic: SyntheticConfig | None = None
     """If set, `python -m recsys_kdef.data.synthetic --config ...` writes `path` with it."""
 
@@ -102,6 +104,7 @@ class DataConfig:
         _check(
             self.shuffle_buffer >= 0, f"data.shuffle_buffer must be >= 0, got {self.shuffle_buffer}"
         )
+        _check(self.prefetch >= 0, f"data.prefetch must be >= 0, got {self.prefetch}")
 
 
 @dataclass(kw_only=True, slots=True)

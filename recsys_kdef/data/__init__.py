@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from recsys_kdef.config import DataConfig
 from recsys_kdef.data.batch import Batch
 from recsys_kdef.data.reader import ParquetBatchReader, list_split_files
@@ -46,6 +48,8 @@ def build_readers(
             training=training,
             shuffle_buffer=cfg.shuffle_buffer,
             seed=seed,
+            prefetch=cfg.prefetch,
+            pin_memory=torch.cuda.is_available(),
         )
 
     return Readers(

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from recsys_kdef.data.batch import Batch
 from recsys_kdef.data.columns import Columns
+from recsys_kdef.data.prefetch import prefetch
 from recsys_kdef.data.schema import DataError, Schema
 
 
@@ -61,6 +62,8 @@ class ParquetBatchReader:
         shuffle_buffer: int = 0,
         seed: int = 0,
         with_labels: bool = True,
+        prefetch: int = 0,
+        pin_memory: bool = False,
     ) -> None:
         self.schema = schema
         self.batch_size = batch_size
@@ -70,6 +73,8 @@ class ParquetBatchReader:
         self.shuffle_buffer = shuffle_buffer if training else 0
         self.seed = seed
         self.with_labels = with_labels
+        self.prefetch = prefetch
+        self.pin_memory = pin_memory
         self.epoch = 0
         self.row_groups = self._scan(files)
         self.max_buffered_rows = 0  # high-water mark of rows held in memory, for tests and logs
@@ -118,7 +123,13 @@ class ParquetBatchReader:
 
     def batches(self, skip: int = 0) -> Iterator[Batch]:
         """This epoch's batches after the first `skip` (read and shuffled as usual, not built),
-        so a resumed run sees exactly the batches an uninterrupted one would."""
+        so a resumed run sees exactly the batches an uninterrupted one would. With `prefetch`
+        > 0 they are built that many ahead on a background thread (same order, errors re-raised
+        here), in pinned memory if `pin_memory` (for non_blocking copies to CUDA)."""
+        pin = Batch.pin_memory if self.pin_memory else None
+        return prefetch(self._batches(skip), self.prefetch, pin)
+
+    def _batches(self, skip: int) -> Iterator[Batch]:
         steps = len(self)
         if self.training and steps == 0:
             raise DataError(
