@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -157,11 +157,6 @@ def sparse_optimizer_args(cfg: TrainConfig, device: torch.device) -> tuple[type,
     No weight decay here: fbgemm-gpu-cpu 1.8's CPU kernels ignore weight_decay (every
     optimizer and mode), so L2 on embeddings is a loss term instead (EnsembleTrain).
     """
-    if cfg.sparse_optimizer == "adam" and device.type == "cpu":
-        raise ValueError(
-            "train.sparse_optimizer = 'adam' needs a GPU: fbgemm's fused CPU kernels do not "
-            "support Adam; use rowwise_adagrad (or adagrad, sgd) on CPU"
-        )
     kwargs: dict[str, Any] = {"lr": cfg.sparse_lr}
     if cfg.sparse_optimizer in ("rowwise_adagrad", "adagrad"):
         kwargs["eps"] = 1e-8
@@ -195,6 +190,7 @@ def shard_model(
     the training data) give the planner its pooling factors. Tables must still be on `meta`;
     DMP materialises each rank's shards.
     """
+    planner_cfg = dense_tables_if_needed(planner_cfg, train_cfg, ctx.device)
     attach_sparse_optimizer(module, train_cfg, ctx.device)
     if planner_cfg.plan_file:
         summary = PlanSummary.load(planner_cfg.plan_file)
@@ -209,8 +205,56 @@ def shard_model(
         summary, plan = _plan_on_rank_0(module, ctx, planner_cfg, batch_size, field_stats or {})
     if ctx.is_main:
         logger.info("sharding plan\n%s", format_summary(summary))
+    _check_dense_tables(planner_cfg, summary)
     dmp = DistributedModelParallel(module=module, device=ctx.device, plan=plan, sharders=sharders())
     return dmp, plan
+
+
+def dense_table_reasons(train_cfg: TrainConfig, device: torch.device) -> list[str]:
+    """Why the embedding tables must be dense (data_parallel) parameters, if they must."""
+    reasons = []
+    if train_cfg.sparse_optimizer == "adam" and device.type == "cpu":
+        reasons.append(
+            "train.sparse_optimizer = adam on CPU (fbgemm's fused CPU kernels lack Adam)"
+        )
+    if train_cfg.embedding_l2 > 0 and train_cfg.embedding_l2_mode == "whole_table":
+        reasons.append("train.embedding_l2_mode = whole_table (the penalty reads every row)")
+    return reasons
+
+
+def dense_tables_if_needed(
+    planner_cfg: PlannerConfig, train_cfg: TrainConfig, device: torch.device
+) -> PlannerConfig:
+    """The planner config, restricted to data_parallel tables when the training options need
+    dense tables: replicated on every rank, gradients all-reduced, stepped by the torch
+    optimizer (build_optimizer's sparse_dp group). Said in the log, never silent."""
+    reasons = dense_table_reasons(train_cfg, device)
+    if not reasons:
+        return planner_cfg
+    if planner_cfg.sharding_types not in (None, ["data_parallel"]):
+        raise ConfigError(
+            f"{' and '.join(reasons)} need data_parallel tables, but planner.sharding_types = "
+            f"{planner_cfg.sharding_types}; set it to [data_parallel] or null"
+        )
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        logger.info(
+            "embedding tables kept data_parallel, stepped by torch.optim.%s: %s",
+            SPARSE_OPTIMIZERS[train_cfg.sparse_optimizer].__name__,
+            "; ".join(reasons),
+        )
+    return replace(planner_cfg, sharding_types=["data_parallel"])
+
+
+def _check_dense_tables(planner_cfg: PlannerConfig, summary: PlanSummary) -> None:
+    """A plan file or constraints YAML must not shard a table that has to stay dense."""
+    if planner_cfg.sharding_types != ["data_parallel"]:
+        return
+    sharded = [t.name for t in summary.tables if t.sharding_type != "data_parallel"]
+    if sharded:
+        raise ConfigError(
+            f"tables {sharded} are not data_parallel in the plan, but the training options need "
+            "dense tables (see the log); remove them from planner.constraints / plan_file"
+        )
 
 
 def _plan_on_rank_0(

@@ -57,7 +57,10 @@ def build_train_module(
     pretrained ECKD teachers to load after sharding. The plan tool plans this same module."""
     model, teacher_weights = build_training_model(cfg, schema)
     objective = build_objective(cfg.objective, model)
-    return EnsembleTrain(model, objective, embedding_l2=cfg.train.embedding_l2), teacher_weights
+    module = EnsembleTrain(
+        model, objective, embedding_l2=cfg.train.embedding_l2, l2_mode=cfg.train.embedding_l2_mode
+    )
+    return module, teacher_weights
 
 
 def build_module(

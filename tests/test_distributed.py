@@ -37,8 +37,7 @@ def setup(ctx, path, mode="per_model", sharding=("table_wise", "column_wise"), e
             "[8]",
             "--model.tower.dropout",
             "0.0",
-            "--planner.sharding_types",
-            str(list(sharding)),
+            *(["--planner.sharding_types", str(list(sharding))] if sharding else []),
             "--planner.min_partition",
             "2",
             "--train.sparse_lr",
@@ -54,6 +53,7 @@ def setup(ctx, path, mode="per_model", sharding=("table_wise", "column_wise"), e
         model,
         build_objective(cfg.objective, model),
         embedding_l2=cfg.train.embedding_l2,
+        l2_mode=cfg.train.embedding_l2_mode,
     )
     dmp, plan = shard_model(module, ctx, cfg.planner, cfg.train, cfg.data.batch_size)
     return cfg, schema, readers, dmp, plan
@@ -207,3 +207,54 @@ def _check_training_step(ctx, path, sharding, l2):
 def test_one_training_step_moves_the_batch_rows_and_the_towers(tiny_dataset, sharding, l2):
     moved = run_multiprocess(_check_training_step, path=str(tiny_dataset), sharding=sharding, l2=l2)
     assert sum(moved) > 0
+
+
+def _check_adam_on_cpu(ctx, path, l2):
+    """Adam on CPU (and whole-table L2): the tables are made data_parallel, and 3 steps equal
+    torch.optim.Adam on a dense copy of the model whose gradients are averaged by hand."""
+    # no batch norm: the biases before it get ~1e-9 gradients, whose sign Adam turns into +-lr
+    extra = ["--train.sparse_optimizer", "adam", "--train.sparse_lr", "0.01"]
+    extra += ["--model.tower.batch_norm", "false"]
+    extra += ["--train.embedding_l2", str(l2), "--train.embedding_l2_mode", "whole_table"]
+    cfg, schema, readers, dmp, plan = setup(ctx, path, sharding=None, extra=extra)
+    kinds = {o.sharding_type for module_plan in plan.plan.values() for o in module_plan.values()}
+    assert kinds == {"data_parallel"}, kinds
+    torch.manual_seed(1)
+    ref_model = build_model(cfg.model, schema, device=torch.device("cpu"))
+    ref = EnsembleTrain(ref_model, build_objective(cfg.objective, ref_model))
+    load_full_state_dict(dmp, ref.state_dict())
+    tables = [p for n, p in ref.named_parameters() if ".embedding_bags." in n]
+    dense = [p for n, p in ref.named_parameters() if ".embedding_bags." not in n]
+    ref_opt = [
+        torch.optim.Adam(tables, lr=cfg.train.sparse_lr),
+        torch.optim.Adam(dense, lr=cfg.train.dense_lr),
+    ]
+    optimizer = build_optimizer(dmp, plan, cfg.train)
+    for _, batch in zip(range(3), readers.train):
+        optimizer.zero_grad()
+        dmp(batch)[0].backward()
+        optimizer.step()
+        for o in ref_opt:
+            o.zero_grad()
+        loss = ref(batch)[0]
+        if l2:  # FuxiCTR's embedding_regularizer, written out: (l2 / 2) * ||E||^2 per table
+            loss = loss + sum(l2 / 2 * w.pow(2).sum() for w in tables)
+        loss.backward()
+        for w in ref.parameters():
+            torch.distributed.all_reduce(w.grad)
+            w.grad /= ctx.world_size
+        for o in ref_opt:
+            o.step()
+    got = {k: v for k, v in dmp.state_dict().items()}
+    moved = 0
+    for name, want in ref.state_dict().items():
+        have = got[next(k for k in got if k.endswith(name))]
+        torch.testing.assert_close(have, want, rtol=0, atol=1e-5, msg=name)
+        moved += int(".embedding_bags." in name)
+    return moved
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.5], ids=["adam", "adam_whole_table_l2"])
+def test_adam_on_cpu_equals_torch_adam_on_a_dense_copy(tiny_dataset, l2):
+    moved = run_multiprocess(_check_adam_on_cpu, path=str(tiny_dataset), l2=l2)
+    assert all(m > 0 for m in moved)

@@ -16,7 +16,7 @@ from torchmetrics.functional.classification import binary_auroc
 
 from recsys_kdef.config import SyntheticConfig, load_config
 from recsys_kdef.data.synthetic import generate
-from recsys_kdef.distributed import destroy_distributed, init_distributed, sparse_optimizer_args
+from recsys_kdef.distributed import destroy_distributed, init_distributed
 from recsys_kdef.evaluate import evaluate
 from recsys_kdef.train import build_job
 from recsys_kdef.trainer import Trainer
@@ -231,9 +231,3 @@ def test_report_is_not_written_when_training_fails(overfit_data, tmp_path):
     assert "lower data.batch_size" in proc.stderr
     assert "Traceback" not in proc.stderr  # a data error is a message for the user, not a crash
     assert not (tmp_path / "out").exists()
-
-
-def test_adam_is_refused_on_cpu_with_the_fix():
-    cfg = load_config(["--train.sparse_optimizer", "adam"])
-    with pytest.raises(ValueError, match="use rowwise_adagrad"):
-        sparse_optimizer_args(cfg.train, torch.device("cpu"))

@@ -255,11 +255,15 @@ class TrainConfig:
     dense_lr: float = 1e-3
     """Adam learning rate of the towers (and any other dense parameter)."""
     sparse_optimizer: SparseOptimizer = "rowwise_adagrad"
-    """Fused into the embedding backward. adam is GPU-only (fbgemm's CPU kernels lack it)."""
+    """Fused into the embedding backward. adam on CPU (fbgemm's CPU kernels lack it) keeps the
+    tables data_parallel and steps them with torch.optim.Adam, as FuxiCTR does."""
     sparse_lr: float = 0.05
     embedding_l2: float = 0.0
-    """Adds embedding_l2 * mean_b sum(e_b^2) over the pooled embeddings each row reads, so the
-    rows a batch touches are pulled to zero (FuxiCTR's embedding_regularizer penalises whole tables)."""
+    """Strength of the embedding L2 term; what it penalises is embedding_l2_mode."""
+    embedding_l2_mode: Literal["batch_rows", "whole_table"] = "batch_rows"
+    """batch_rows: embedding_l2 * mean_b sum(e_b^2) over the pooled embeddings each row reads
+    (cheap, any sharding). whole_table: (embedding_l2 / 2) * ||E||^2 over every trainable table
+    each step, FuxiCTR's embedding_regularizer; the tables are then kept data_parallel."""
     eval_every_steps: int | None = None
     """Validate every N steps; null: once per epoch."""
     max_steps_per_epoch: int | None = None

@@ -13,27 +13,54 @@ from recsys_kdef.objectives.base import ObjectiveOutput
 class EnsembleTrain(nn.Module):
     """Runs the ensemble and its objective on a Batch, plus the optional embedding L2 term.
 
-    loss = objective + embedding_l2 * mean_b sum(e_b^2), e_b the pooled embeddings row b reads.
-    The L2 term lives here rather than in the sparse optimizer because fbgemm's CPU kernels
-    ignore weight decay; as a loss it acts the same on every device and sharding type.
+    l2_mode "batch_rows": loss = objective + l2 * mean_b sum(e_b^2), e_b the pooled embeddings
+    row b reads. "whole_table": loss = objective + (l2 / 2) * sum ||E||^2 over every trainable
+    table weight (FuxiCTR's embedding_regularizer); the tables must be dense parameters
+    (unsharded, or data_parallel), which shard_model arranges. The L2 term lives here rather
+    than in the sparse optimizer because fbgemm's CPU kernels ignore weight decay.
 
     Returns (loss, (objective_output, model_output)), the shape TorchRec's train pipelines
     expect (loss first). Objectives with parameters (e.g. a gating network) live here too,
     so they are trained and made data-parallel with the towers.
     """
 
-    def __init__(self, model: nn.Module, objective: nn.Module, embedding_l2: float = 0.0) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: nn.Module,
+        embedding_l2: float = 0.0,
+        l2_mode: str = "batch_rows",
+    ) -> None:
         super().__init__()
         self.model = model
         self.objective = objective
         self.embedding_l2 = embedding_l2
+        self.l2_mode = l2_mode
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, tuple[ObjectiveOutput, EnsembleOutput]]:
         output = self.model(batch.dense, batch.sparse)
         result = self.objective(output, batch.labels)
         loss = result.loss
-        if self.embedding_l2 > 0 and output.embeddings is not None:
+        if self.embedding_l2 > 0 and self.l2_mode == "whole_table":
+            penalty = sum(w.pow(2).sum() for w in self.table_weights()) / 2
+            loss = loss + self.embedding_l2 * penalty
+            result.components["l2"] = penalty.detach()
+        elif self.embedding_l2 > 0 and output.embeddings is not None:
             penalty = output.embeddings.pow(2).sum(dim=(1, 2)).mean()
             loss = loss + self.embedding_l2 * penalty
             result.components["l2"] = penalty.detach()
         return loss, (result, output)
+
+    def table_weights(self) -> list[torch.Tensor]:
+        """The trainable embedding tables as dense parameters (unsharded or data_parallel)."""
+        weights = []
+        for name, w in self.model.named_parameters():
+            if ".embedding_bags." not in name or not w.requires_grad:
+                continue
+            if hasattr(w, "_in_backward_optimizers"):  # updated inside a fused backward kernel
+                raise ValueError(
+                    f"train.embedding_l2_mode = whole_table needs dense tables; {name} is sharded "
+                    "with a fused kernel (keep the tables data_parallel)"
+                )
+            weights.append(w)
+        return weights
