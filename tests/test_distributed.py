@@ -258,3 +258,22 @@ def _check_adam_on_cpu(ctx, path, l2):
 def test_adam_on_cpu_equals_torch_adam_on_a_dense_copy(tiny_dataset, l2):
     moved = run_multiprocess(_check_adam_on_cpu, path=str(tiny_dataset), l2=l2)
     assert all(m > 0 for m in moved)
+
+
+def test_dense_tables_are_asked_for_only_when_needed_and_conflicts_are_named():
+    from recsys_kdef.config import ConfigError
+    from recsys_kdef.distributed import dense_tables_if_needed
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    plain = load_config([])
+    assert dense_tables_if_needed(plain.planner, plain.train, cpu) is plain.planner
+    adam = load_config(["--train.sparse_optimizer", "adam"])
+    assert dense_tables_if_needed(adam.planner, adam.train, gpu) is adam.planner  # fused Adam
+    assert dense_tables_if_needed(adam.planner, adam.train, cpu).sharding_types == ["data_parallel"]
+    l2 = load_config(["--train.embedding_l2", "0.01", "--train.embedding_l2_mode", "whole_table"])
+    assert dense_tables_if_needed(l2.planner, l2.train, gpu).sharding_types == ["data_parallel"]
+    clash = load_config(
+        ["--train.sparse_optimizer", "adam", "--planner.sharding_types", "[table_wise]"]
+    )
+    with pytest.raises(ConfigError, match="adam on CPU.*set it to \\[data_parallel\\]"):
+        dense_tables_if_needed(clash.planner, clash.train, cpu)
