@@ -10,9 +10,7 @@ that fails or is killed leaves nothing that looks like a dataset.
 from __future__ import annotations
 
 import os
-import queue
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -26,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from recsys_kdef.data.prefetch import prefetch
 from recsys_kdef.data.prepare.formats import Features, Format
 from recsys_kdef.data.prepare.hashing import uniform
 from recsys_kdef.data.prepare.text import BadRows
@@ -325,49 +324,8 @@ def _stream(fmt: Format, raw: list[RawFile], bad: BadRows, opts) -> Iterator[tup
                 if len(feats) or feats.filtered:
                     yield index, feats
 
-    return _prefetch(chunks())
-
-
-def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
-    """Iterate `items` on a thread, `depth` ahead: Arrow releases the GIL while it parses and
-    counts, so reading the next chunk overlaps the work on this one. Errors re-raise here."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def work() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(done)
-        except BaseException as e:  # handed to the consumer, which raises it
-            put(_Failure(e))
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not done:
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
-        thread.join()
-
-
-@dataclass
-class _Failure:
-    error: BaseException
+    # Arrow releases the GIL while it parses and counts: the next chunk overlaps this one
+    return prefetch(chunks(), depth=2)
 
 
 def _row_group(opts: PrepareOptions, rows: int) -> int:
