@@ -41,29 +41,30 @@ class MovieLens(Format):
         names = ["UserID", "Gender", "Age", "Occupation", "MovieID", "Release"]
         return [FieldSpec(n) for n in names] + [FieldSpec("Genres", "multi", "sum")]
 
+    ratings_file, side_names = "ratings.dat", ("users.dat", "movies.dat")
+
     def resolve(self, raw: Path) -> list[Path]:
-        """A directory means its ratings.dat."""
-        return [raw / "ratings.dat" if raw.is_dir() else raw]
+        """A directory means its ratings file."""
+        return [raw / self.ratings_file if raw.is_dir() else raw]
 
     def side_files(self, paths: list[Path]) -> list[Path]:
-        return [p.parent / name for p in paths for name in ("users.dat", "movies.dat")]
+        return [p.parent / name for p in paths for name in self.side_names]
 
     def side_tables(self, ratings: Path) -> tuple[Lookup, Lookup]:
-        """users.dat and movies.dat beside `ratings`, as lookups by UserID / MovieID."""
+        """The users and movies files beside `ratings`, as lookups by user / movie id (read once)."""
         if ratings.parent not in self._side:
-            users = _records(
-                ratings.parent / "users.dat", "UserID::Gender::Age::Occupation::Zip-code"
-            )
-            movies = _records(ratings.parent / "movies.dat", "MovieID::Title::Genres")
-            years = [(m := YEAR.search(title)) and m.group(1) or "" for title in movies[1]]
-            self._side[ratings.parent] = (
-                Lookup(users[0], {"Gender": users[1], "Age": users[2], "Occupation": users[3]}),
-                Lookup(
-                    movies[0],
-                    {"Release": years, "Genres": [g.split("|") for g in movies[2]]},
-                ),
-            )
+            self._side[ratings.parent] = self.read_side_files(ratings.parent)
         return self._side[ratings.parent]
+
+    def read_side_files(self, folder: Path) -> tuple[Lookup, Lookup]:
+        """users.dat and movies.dat."""
+        users = _records(folder / "users.dat", "UserID::Gender::Age::Occupation::Zip-code")
+        movies = _records(folder / "movies.dat", "MovieID::Title::Genres")
+        years = [(m := YEAR.search(title)) and m.group(1) or "" for title in movies[1]]
+        return (
+            Lookup(users[0], {"Gender": users[1], "Age": users[2], "Occupation": users[3]}),
+            Lookup(movies[0], {"Release": years, "Genres": [g.split("|") for g in movies[2]]}),
+        )
 
     def features(self, chunk: Chunk) -> Features:
         users, movies = self.side_tables(chunk.path)
@@ -93,32 +94,24 @@ class MovieLens100K(MovieLens):
     description = "MovieLens-100K u.data + u.user + u.item (GroupLens' ml-100k layout)"
     layout = TextLayout(delimiter="\t", columns=RATINGS, types={c: pa.int64() for c in RATINGS})
 
-    def resolve(self, raw: Path) -> list[Path]:
-        """A directory means its u.data."""
-        return [raw / "u.data" if raw.is_dir() else raw]
+    ratings_file, side_names = "u.data", ("u.user", "u.item")
 
-    def side_files(self, paths: list[Path]) -> list[Path]:
-        return [p.parent / name for p in paths for name in ("u.user", "u.item")]
-
-    def side_tables(self, ratings: Path) -> tuple[Lookup, Lookup]:
-        """u.user and u.item beside `ratings`, as lookups by user / movie id."""
-        if ratings.parent not in self._side:
-            users = _records(ratings.parent / "u.user", "user id|age|gender|occupation|zip", "|")
-            movies = _records(
-                ratings.parent / "u.item",
-                "movie id|title|release date|video date|URL|19 genre flags",
-                "|",
-                width=5 + len(GENRES_100K),
-            )
-            ages = [str(_age_code(int(a))) if a.isdigit() else "" for a in users[1]]
-            years = [(m := YEAR.search(title)) and m.group(1) or "" for title in movies[1]]
-            flags = movies[5:]
-            genres = [[g for g, f in zip(GENRES_100K, row) if f == "1"] for row in zip(*flags)]
-            self._side[ratings.parent] = (
-                Lookup(users[0], {"Gender": users[2], "Age": ages, "Occupation": users[3]}),
-                Lookup(movies[0], {"Release": years, "Genres": genres}),
-            )
-        return self._side[ratings.parent]
+    def read_side_files(self, folder: Path) -> tuple[Lookup, Lookup]:
+        """u.user and u.item: ages become ML-1M's codes, the 19 genre flags a Genres list."""
+        users = _records(folder / "u.user", "user id|age|gender|occupation|zip", "|")
+        movies = _records(
+            folder / "u.item",
+            "movie id|title|release date|video date|URL|19 genre flags",
+            "|",
+            width=5 + len(GENRES_100K),
+        )
+        ages = [str(_age_code(int(a))) if a.isdigit() else "" for a in users[1]]
+        years = [(m := YEAR.search(title)) and m.group(1) or "" for title in movies[1]]
+        genres = [[g for g, f in zip(GENRES_100K, row) if f == "1"] for row in zip(*movies[5:])]
+        return (
+            Lookup(users[0], {"Gender": users[2], "Age": ages, "Occupation": users[3]}),
+            Lookup(movies[0], {"Release": years, "Genres": genres}),
+        )
 
 
 def _age_code(age: int) -> int:
