@@ -41,15 +41,20 @@ class EnsembleTrain(nn.Module):
         output = self.model(batch.dense, batch.sparse)
         result = self.objective(output, batch.labels)
         loss = result.loss
-        if self.embedding_l2 > 0 and self.l2_mode == "whole_table":
-            penalty = sum(w.pow(2).sum() for w in self.table_weights()) / 2
-            loss = loss + self.embedding_l2 * penalty
-            result.components["l2"] = penalty.detach()
-        elif self.embedding_l2 > 0 and output.embeddings is not None:
-            penalty = output.embeddings.pow(2).sum(dim=(1, 2)).mean()
+        penalty = self.l2_penalty(output) if self.embedding_l2 > 0 else None
+        if penalty is not None:
             loss = loss + self.embedding_l2 * penalty
             result.components["l2"] = penalty.detach()
         return loss, (result, output)
+
+    def l2_penalty(self, output: EnsembleOutput) -> torch.Tensor | None:
+        """What embedding_l2 multiplies: half the whole tables' squared norm, or the mean
+        squared norm of the pooled embeddings a row reads (None if the model has none)."""
+        if self.l2_mode == "whole_table":
+            return sum(w.pow(2).sum() for w in self.table_weights()) / 2
+        if output.embeddings is None:
+            return None
+        return output.embeddings.pow(2).sum(dim=(1, 2)).mean()
 
     def table_weights(self) -> list[torch.Tensor]:
         """The trainable embedding tables as dense parameters (unsharded or data_parallel)."""
