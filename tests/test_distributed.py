@@ -277,3 +277,25 @@ def test_dense_tables_are_asked_for_only_when_needed_and_conflicts_are_named():
     )
     with pytest.raises(ConfigError, match="adam on CPU.*set it to \\[data_parallel\\]"):
         dense_tables_if_needed(clash.planner, clash.train, cpu)
+
+
+def test_a_plan_that_shards_a_table_which_must_stay_dense_is_refused():
+    """A plan file or constraints YAML can still shard a table; shard_model checks the plan."""
+    from types import SimpleNamespace
+
+    from recsys_kdef.config import ConfigError
+    from recsys_kdef.distributed import _check_dense_tables, dense_tables_if_needed
+
+    cfg = load_config(["--train.sparse_optimizer", "adam"])
+    dense = dense_tables_if_needed(cfg.planner, cfg.train, torch.device("cpu"))
+    plan = SimpleNamespace(
+        tables=[
+            SimpleNamespace(name="s0__c1", sharding_type="data_parallel"),
+            SimpleNamespace(name="s0__c2", sharding_type="table_wise"),
+        ]
+    )
+    with pytest.raises(ConfigError, match=r"\['s0__c2'\] are not data_parallel"):
+        _check_dense_tables(dense, plan)
+    plan.tables.pop()
+    _check_dense_tables(dense, plan)  # every table dense: accepted
+    _check_dense_tables(cfg.planner, SimpleNamespace(tables=[]))  # nothing asked: no check
