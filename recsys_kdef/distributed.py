@@ -332,6 +332,12 @@ def learning_rates(optimizer: CombinedOptimizer) -> dict[str, float]:
     }
 
 
+def sparse_learning_rate(optimizer: CombinedOptimizer) -> float:
+    """The embedding tables' current learning rate (fused kernels', else data_parallel tables')."""
+    rates = learning_rates(optimizer)
+    return rates.get("sparse", rates.get("sparse_dp", 0.0))
+
+
 # -- collectives used by evaluation ---------------------------------------------------------
 
 

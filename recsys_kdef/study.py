@@ -96,9 +96,22 @@ def run_one(spec: RunSpec, config: str, out: Path, nproc: int, overrides: list[s
     done = run_dir / "run.json"
     if done.is_file():
         return RunResult(**json.loads(done.read_text()))
-    args = ["--config", config, *OBJECTIVES[spec.objective][0]]
-    args += ["--model.num_students", str(spec.students), "--train.seed", str(spec.seed)]
-    args += ["--train.output_dir", str(run_dir), "--train.progress_bar", "false", *overrides]
+    args = [*OBJECTIVES[spec.objective][0], "--model.num_students", str(spec.students)]
+    args += ["--train.seed", str(spec.seed), *overrides]
+    report, wall = train_in_subprocess(config, run_dir, args, nproc)
+    result = summarize(spec, report, wall)
+    with atomic_path(done) as tmp:
+        tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return result
+
+
+def train_in_subprocess(
+    config: str, run_dir: Path, overrides: list[str], nproc: int = 1
+) -> tuple[dict, float]:
+    """Run recsys_kdef/train.py (a TorchX job of `nproc` ranks if > 1) with its output in
+    `run_dir`; returns its metrics.json report and the wall-clock seconds."""
+    args = ["--config", config, *overrides]
+    args += ["--train.output_dir", str(run_dir), "--train.progress_bar", "false"]
     if nproc > 1:
         cmd = ["torchx", "run", "-s", "local_cwd", "dist.ddp", "-j", f"1x{nproc}"]
         cmd += ["--script", str(TRAIN_SCRIPT), "--", *args]
@@ -109,11 +122,8 @@ def run_one(spec: RunSpec, config: str, out: Path, nproc: int, overrides: list[s
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f"run {spec.name} failed:\n{' '.join(cmd)}\n{proc.stderr[-4000:]}")
-    result = summarize(spec, json.loads((run_dir / "metrics.json").read_text()), wall)
-    with atomic_path(done) as tmp:
-        tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
-    return result
+        raise RuntimeError(f"run {run_dir.name} failed:\n{' '.join(cmd)}\n{proc.stderr[-4000:]}")
+    return json.loads((run_dir / "metrics.json").read_text()), wall
 
 
 def summarize(spec: RunSpec, report: dict, wall: float) -> RunResult:

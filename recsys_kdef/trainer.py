@@ -32,8 +32,10 @@ from recsys_kdef.distributed import (
     broadcast_object,
     learning_rates,
     norm_buffers,
+    sparse_learning_rate,
 )
 from recsys_kdef.evaluate import EvalResult, best_student, evaluate
+from recsys_kdef.table_decay import decay_tables, trainable_table_names
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +102,8 @@ class Trainer:
         self.checkpoints = Path(cfg.output_dir) / ckpt.CHECKPOINTS
         self._bad_validations = 0
         self._position = (0, 0)  # (epoch, batches of it done) after the last step
+        decoupled = cfg.embedding_l2 > 0 and cfg.embedding_l2_mode == "decoupled"
+        self._decayed_tables = trainable_table_names(module) if decoupled else set()
 
     def fit(
         self, train: ParquetBatchReader, valid: ParquetBatchReader, resume: Path | None = None
@@ -187,6 +191,9 @@ class Trainer:
             )
         loss.backward()
         self.optimizer.step()
+        if self._decayed_tables:
+            factor = 1.0 - sparse_learning_rate(self.optimizer) * self.cfg.embedding_l2
+            decay_tables(self.module, factor, self._decayed_tables)
         return {"loss": loss.detach(), **objective.components}, objective.weights
 
     def _validate(
@@ -285,14 +292,18 @@ class Trainer:
 
     def _monitor_value(self, evaluation: EvalResult) -> float:
         """The monitored value, higher is better, identical on every rank (rank 0's value):
-        a head's validation AUC, or minus the validation distillation loss."""
+        a head's validation AUC (minus its logloss, per monitor_metric), or minus the
+        validation distillation loss."""
         metrics = evaluation.metrics
         if self.cfg.monitor == "distill":
             value = -evaluation.losses["distill"]
-        elif self.cfg.monitor == "best_student":
-            value = metrics[f"student_{best_student(metrics)}"]["auc"]
-        else:  # ensemble, fused
-            value = metrics[self.cfg.monitor]["auc"]
+        else:
+            head = self.cfg.monitor  # ensemble, fused
+            if head == "best_student":
+                head = f"student_{best_student(metrics)}"
+            value = metrics[head]["auc"]
+            if self.cfg.monitor_metric == "auc_minus_logloss":
+                value -= metrics[head]["logloss"]
         return float(broadcast_object(value))
 
     def _finish(self, result: FitResult, step: int, stopped_early: bool, bar=None) -> FitResult:

@@ -14,6 +14,7 @@ from recsys_kdef.distributed import all_gather_rows, build_optimizer, shard_mode
 from recsys_kdef.models.ensemble import build_model
 from recsys_kdef.models.train_wrapper import EnsembleTrain
 from recsys_kdef.objectives import build_objective
+from recsys_kdef.trainer import Trainer
 
 K = 3
 
@@ -74,6 +75,20 @@ def local_table_state(dmp):
         else:
             out[table] = [((0, 0), value.detach().clone())]
     return out
+
+
+def assert_local_state_matches(dmp, full, atol=1e-5):
+    """Every tensor (or local shard) of `dmp` equals the matching region of `full`."""
+    for name, value in dmp.state_dict().items():
+        want = full[next(k for k in full if name.endswith(k))]
+        for shard in value.local_shards() if hasattr(value, "local_shards") else [None]:
+            if shard is None:
+                have, region = value, ...
+            else:
+                have = shard.tensor
+                offsets, sizes = shard.metadata.shard_offsets, shard.metadata.shard_sizes
+                region = tuple(slice(o, o + n) for o, n in zip(offsets, sizes, strict=True))
+            torch.testing.assert_close(have, want[region], rtol=0, atol=atol, msg=name)
 
 
 def rank_of(placement) -> int:
@@ -299,3 +314,47 @@ def test_a_plan_that_shards_a_table_which_must_stay_dense_is_refused():
     plan.tables.pop()
     _check_dense_tables(dense, plan)  # every table dense: accepted
     _check_dense_tables(cfg.planner, SimpleNamespace(tables=[]))  # nothing asked: no check
+
+
+def _check_decoupled_decay(ctx, path, sharding):
+    """embedding_l2_mode = decoupled on fused (sharded) or data_parallel tables: 3 trainer steps
+    equal SGD on a dense copy followed by scaling every row by (1 - lr * l2), untouched rows
+    included."""
+    l2 = 0.5
+    extra = ["--train.sparse_optimizer", "sgd", "--train.embedding_l2", str(l2)]
+    extra += ["--train.embedding_l2_mode", "decoupled", "--model.tower.batch_norm", "false"]
+    cfg, schema, readers, dmp, plan = setup(ctx, path, sharding=sharding, extra=extra)
+    torch.manual_seed(1)
+    ref_model = build_model(cfg.model, schema, device=torch.device("cpu"))
+    ref = EnsembleTrain(ref_model, build_objective(cfg.objective, ref_model))
+    load_full_state_dict(dmp, ref.state_dict())
+    tables = [p for n, p in ref.named_parameters() if ".embedding_bags." in n]
+    dense = [p for n, p in ref.named_parameters() if ".embedding_bags." not in n]
+    ref_dense_opt = torch.optim.Adam(dense, lr=cfg.train.dense_lr)
+    trainer = Trainer(dmp, build_optimizer(dmp, plan, cfg.train), ctx, cfg.train)
+    lr, untouched = cfg.train.sparse_lr, None
+    for i, batch in zip(range(3), readers.train):
+        trainer.train_step(batch, i + 1)
+        ref_dense_opt.zero_grad()
+        for w in tables:
+            w.grad = None
+        ref(batch)[0].backward()
+        for w in ref.parameters():
+            torch.distributed.all_reduce(w.grad)
+            w.grad /= ctx.world_size
+        ref_dense_opt.step()
+        with torch.no_grad():
+            for w in tables:
+                w.sub_(lr * w.grad).mul_(1 - lr * l2)
+        untouched = [w.grad.abs().sum(dim=1) == 0 for w in tables]
+    assert sum(int(u.sum()) for u in untouched) > 0  # the decay must reach rows without gradient
+    assert_local_state_matches(dmp, ref.state_dict())
+    return {o.sharding_type for module_plan in plan.plan.values() for o in module_plan.values()}
+
+
+@pytest.mark.parametrize(
+    "sharding", [("table_wise", "column_wise"), ("data_parallel",)], ids=["fused", "data_parallel"]
+)
+def test_decoupled_decay_scales_whole_tables_under_any_sharding(tiny_dataset, sharding):
+    kinds = run_multiprocess(_check_decoupled_decay, path=str(tiny_dataset), sharding=sharding)
+    assert kinds[0] <= set(sharding), kinds

@@ -169,9 +169,12 @@ def test_plain_script_runs_in_one_process(overfit_data, tmp_path):
     assert (tmp_path / "checkpoints" / "best" / "meta.json").is_file()
 
 
-def test_early_stopping_decays_lr_and_restores_the_best_weights(overfit_data, tmp_path):
+@pytest.mark.parametrize("metric", ["auc", "auc_minus_logloss"])
+def test_early_stopping_decays_lr_and_restores_the_best_weights(overfit_data, tmp_path, metric):
     cfg = load_config(
         [
+            "--train.monitor_metric",
+            metric,
             "--data.path",
             str(overfit_data),
             "--data.batch_size",
@@ -212,8 +215,13 @@ def test_early_stopping_decays_lr_and_restores_the_best_weights(overfit_data, tm
             for key, lr in fit.history[i].lr.items():
                 assert fit.history[i + 1].lr[key] == pytest.approx(lr * 0.1), key
         assert fit.history[0].lr["sparse"] == pytest.approx(0.3)
-        again = evaluate(job.module, job.readers.valid, ctx)
-        assert again.metrics["ensemble"]["auc"] == pytest.approx(fit.best.monitor_value, abs=1e-6)
+        for v in fit.history:  # the monitored value is the ensemble's AUC [- logloss]
+            ensemble = v.result.metrics["ensemble"]
+            want = ensemble["auc"] - (ensemble["logloss"] if metric != "auc" else 0.0)
+            assert v.monitor_value == pytest.approx(want, abs=1e-9)
+        again = evaluate(job.module, job.readers.valid, ctx).metrics["ensemble"]
+        restored = again["auc"] - (again["logloss"] if metric != "auc" else 0.0)
+        assert restored == pytest.approx(fit.best.monitor_value, abs=1e-6)
     finally:
         destroy_distributed()
 

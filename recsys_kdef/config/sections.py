@@ -260,16 +260,21 @@ class TrainConfig:
     sparse_lr: float = 0.05
     embedding_l2: float = 0.0
     """Strength of the embedding L2 term; what it penalises is embedding_l2_mode."""
-    embedding_l2_mode: Literal["batch_rows", "whole_table"] = "batch_rows"
+    embedding_l2_mode: Literal["batch_rows", "whole_table", "decoupled"] = "batch_rows"
     """batch_rows: embedding_l2 * mean_b sum(e_b^2) over the pooled embeddings each row reads
     (cheap, any sharding). whole_table: (embedding_l2 / 2) * ||E||^2 over every trainable table
-    each step, FuxiCTR's embedding_regularizer; the tables are then kept data_parallel."""
+    each step, FuxiCTR's embedding_regularizer; the tables are then kept data_parallel.
+    decoupled: after each step every row of every table is scaled by (1 - sparse lr *
+    embedding_l2), AdamW-style decay of whole tables that works with any sharding."""
     eval_every_steps: int | None = None
     """Validate every N steps; null: once per epoch."""
     max_steps_per_epoch: int | None = None
     monitor: Literal["ensemble", "best_student", "fused", "distill"] = "ensemble"
     """What drives LR decay, early stopping and the best weights: a head's validation AUC
     (higher is better), or ECKD's validation distillation loss `distill` (lower is better)."""
+    monitor_metric: Literal["auc", "auc_minus_logloss"] = "auc"
+    """The value watched on the monitored head: AUC, or AUC - logloss (FuxiCTR's monitor
+    {'AUC': 1, 'logloss': -1}, which also stops when the predictions lose calibration)."""
     lr_decay_factor: float = 0.1
     """ReduceLROnPlateau factor, applied at each validation without AUC gain (FuxiCTR)."""
     min_lr: float = 1e-6

@@ -16,7 +16,8 @@ class EnsembleTrain(nn.Module):
     l2_mode "batch_rows": loss = objective + l2 * mean_b sum(e_b^2), e_b the pooled embeddings
     row b reads. "whole_table": loss = objective + (l2 / 2) * sum ||E||^2 over every trainable
     table weight (FuxiCTR's embedding_regularizer); the tables must be dense parameters
-    (unsharded, or data_parallel), which shard_model arranges. The L2 term lives here rather
+    (unsharded, or data_parallel), which shard_model arranges. "decoupled" adds no term: the
+    trainer decays whole tables after each step (recsys_kdef.table_decay). The L2 term lives here rather
     than in the sparse optimizer because fbgemm's CPU kernels ignore weight decay.
 
     Returns (loss, (objective_output, model_output)), the shape TorchRec's train pipelines
@@ -50,6 +51,8 @@ class EnsembleTrain(nn.Module):
     def l2_penalty(self, output: EnsembleOutput) -> torch.Tensor | None:
         """What embedding_l2 multiplies: half the whole tables' squared norm, or the mean
         squared norm of the pooled embeddings a row reads (None if the model has none)."""
+        if self.l2_mode == "decoupled":  # a decay after the step (recsys_kdef.table_decay)
+            return None
         if self.l2_mode == "whole_table":
             return sum(w.pow(2).sum() for w in self.table_weights()) / 2
         if output.embeddings is None:
