@@ -22,22 +22,21 @@ from recsys_kdef.checkpoint import load_checkpoint
 from recsys_kdef.config import FusionConfig, ModelConfig
 from recsys_kdef.config.loading import from_dict
 from recsys_kdef.io import atomic_path
+from recsys_kdef.models.students import locate_student, student_groups
 
 ARTIFACT_FORMAT = 1
 
 
 def select_student(
     state: dict[str, torch.Tensor], cfg: ModelConfig, k: int
-) -> dict[str, torch.Tensor]:
-    """Student k of an ensemble's state dict, as the state of a one-student ensemble.
+) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+    """Student k of an ensemble's state dict, as the state and config of a one-student ensemble.
 
-    Its tables `s{k}__*` become `s0__*` (shared tables are kept); every tower tensor leads
-    with the student dimension (the towers' contract), so slice k is taken; fusion is dropped.
+    Its tables `s{k}__*` become `s0__*` (shared tables are kept); its group's tower tensors
+    become group 0's, sliced at its place in the group (every tower tensor leads with the
+    group's students: the towers' contract); other groups and the fusion are dropped.
     """
-    if not 0 <= k < cfg.num_students:
-        raise ValueError(
-            f"student {k} does not exist: the ensemble has {cfg.num_students} students"
-        )
+    group, j = locate_student(cfg, k)
     out = {}
     for name, tensor in state.items():
         if name.startswith("sparse_arch."):
@@ -46,11 +45,14 @@ def select_student(
                 out[name] = tensor
             elif table.startswith(f"s{k}__"):
                 out[name.replace(f".s{k}__", ".s0__")] = tensor
-        elif name.startswith("towers."):
-            out[name] = tensor[k : k + 1].clone()
-        elif not name.startswith("fusion."):
+        elif name.startswith(f"towers.groups.{group}."):
+            local = "towers.groups.0." + name[len(f"towers.groups.{group}.") :]
+            out[local] = tensor[j : j + 1].clone()
+        elif not name.startswith(("fusion.", "towers.groups.")):
             raise ValueError(f"cannot export '{name}': not a table, tower or fusion tensor")
-    return out
+    spec = student_groups(cfg)[group].spec
+    one = replace(cfg, students=[replace(spec, count=1)], num_students=1, fusion=FusionConfig())
+    return out, one
 
 
 def export_artifact(checkpoint: str | Path, out_dir: str | Path, student: str = "best") -> Path:
@@ -67,8 +69,7 @@ def export_artifact(checkpoint: str | Path, out_dir: str | Path, student: str = 
                 f"--student must be best, ensemble or a student index, got {student!r}"
             )
         chosen = ckpt["best_student"] if student == "best" else int(student)
-        state = select_student(state, cfg, chosen)
-        cfg = replace(cfg, num_students=1, fusion=FusionConfig())
+        state, cfg = select_student(state, cfg, chosen)
         head = "student_0"
     artifact = {
         "format": ARTIFACT_FORMAT,

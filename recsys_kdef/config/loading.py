@@ -48,6 +48,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
 def coerce(value: Any, tp: Any, path: str) -> Any:
     """Check `value` against type annotation `tp` (dataclass, Literal, list, dict, X | None, scalars)."""
     origin = typing.get_origin(tp)
+    if tp is Any:  # checked later by its reader (e.g. an architecture's typed parameters)
+        return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value if value is not None else {}, path)
     if origin is Literal:

@@ -7,7 +7,7 @@ YAML files in `configs/` fill these; `--section.key value` overrides them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Activation = Literal["relu", "gelu", "silu", "tanh", "sigmoid", "leaky_relu"]
 SparseOptimizer = Literal["rowwise_adagrad", "adagrad", "adam", "sgd"]
@@ -15,6 +15,25 @@ ShardingType = Literal[
     "table_wise", "column_wise", "table_column_wise", "row_wise", "table_row_wise", "data_parallel"
 ]
 Proposer = Literal["dynamic_programming", "greedy", "greedy_no_depth", "uniform", "grid_search"]
+ObjectiveName = Literal["kdef", "mean", "cetnet", "eckd"]
+"""The keys of recsys_kdef.objectives.OBJECTIVES (a test keeps the two equal; config imports no
+model or objective code)."""
+ARCH_NAMES = (
+    "mlp",
+    "wide_deep",
+    "deepfm",
+    "dcn",
+    "dcnv2",
+    "xdeepfm",
+    "pnn",
+    "autoint",
+    "finalmlp",
+    "final",
+    "ecn",
+    "dhen",
+    "din",
+)
+"""The keys of recsys_kdef.models.zoo.ARCHS (kept equal by a test)."""
 
 
 def _check(ok: bool, message: str) -> None:
@@ -111,20 +130,14 @@ class DataConfig:
 class TowerConfig:
     """One student tower; the K towers of an ensemble share this architecture."""
 
-    name: str = "mlp"
-    """Key in recsys_kdef.models.towers.TOWERS."""
+    name: Literal["mlp"] = "mlp"
+    """The shorthand's one architecture; other architectures are listed in model.students."""
     hidden_units: list[int] = field(default_factory=lambda: [400, 400, 400])
     batch_norm: bool = True
     dropout: float = 0.1
     activation: Activation = "relu"
 
     def __post_init__(self) -> None:
-        from recsys_kdef.models.towers import TOWERS
-
-        _check(
-            self.name in TOWERS,
-            f"model.tower.name = {self.name!r}; choose one of: {', '.join(TOWERS)}",
-        )
         _check(
             len(self.hidden_units) >= 1 and all(h >= 1 for h in self.hidden_units),
             f"model.tower.hidden_units must be a non-empty list of positive sizes, got {self.hidden_units}",
@@ -143,10 +156,41 @@ class FusionConfig:
 
 
 @dataclass(kw_only=True, slots=True)
+class StudentSpec:
+    """`count` students of one architecture (one batched group), e.g. {arch: dcnv2, count: 2}."""
+
+    arch: str = "mlp"
+    """Key in recsys_kdef.models.zoo.ARCHS (ARCH_NAMES above; README's zoo table)."""
+    count: int = 1
+    embedding_dim: int | None = None
+    """Dimension of these students' own tables (per_model only); null: model.embedding_dim."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """The architecture's hyperparameters under FuxiCTR's names (e.g. num_cross_layers,
+    dnn_hidden_units); checked against the architecture's typed parameters when the model is
+    built, so a misspelt key is an error that lists the allowed ones."""
+
+    def __post_init__(self) -> None:
+        _check(
+            self.arch in ARCH_NAMES,
+            f"model.students: arch {self.arch!r} is unknown; choose one of: {', '.join(ARCH_NAMES)}",
+        )
+        _check(self.count >= 1, f"model.students: count must be >= 1, got {self.count}")
+        _check(
+            self.embedding_dim is None or self.embedding_dim >= 1,
+            f"model.students: embedding_dim must be >= 1 or null, got {self.embedding_dim}",
+        )
+
+
+@dataclass(kw_only=True, slots=True)
 class ModelConfig:
     """The ensemble: K students over per-model or shared embedding tables."""
 
     num_students: int = 4
+    """K identical MLP students (the shorthand, with `tower`). With `students` set, K is the sum
+    of their counts and this field is set from it."""
+    students: list[StudentSpec] | None = None
+    """Heterogeneous students: groups of architectures, e.g. [{arch: pnn}, {arch: final},
+    {arch: ecn, count: 2}]; each group is computed as one batched (vmapped) call."""
     embedding_dim: int = 16
     embedding_mode: Literal["per_model", "shared"] = "per_model"
     """per_model: each student owns its tables (K x F in one collection); shared: F tables for all."""
@@ -156,6 +200,15 @@ class ModelConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
 
     def __post_init__(self) -> None:
+        if self.students is not None:
+            _check(len(self.students) >= 1, "model.students must be null or a non-empty list")
+            self.num_students = sum(s.count for s in self.students)
+            _check(
+                self.embedding_mode == "per_model"
+                or all(s.embedding_dim in (None, self.embedding_dim) for s in self.students),
+                "model.students: an embedding_dim of its own needs model.embedding_mode = "
+                "per_model (shared tables have model.embedding_dim)",
+            )
         _check(self.num_students >= 1, f"model.num_students must be >= 1, got {self.num_students}")
         _check(
             self.embedding_dim >= 1, f"model.embedding_dim must be >= 1, got {self.embedding_dim}"
@@ -232,19 +285,11 @@ class ECKDConfig:
 class ObjectiveConfig:
     """Which collaborative loss trains the ensemble, and its options."""
 
-    name: str = "kdef"
+    name: ObjectiveName = "kdef"
     """Key in recsys_kdef.objectives.OBJECTIVES."""
     kdef: KDEFConfig = field(default_factory=KDEFConfig)
     cetnet: CETNetConfig = field(default_factory=CETNetConfig)
     eckd: ECKDConfig = field(default_factory=ECKDConfig)
-
-    def __post_init__(self) -> None:
-        from recsys_kdef.objectives import OBJECTIVES
-
-        _check(
-            self.name in OBJECTIVES,
-            f"objective.name = {self.name!r}; choose one of: {', '.join(OBJECTIVES)}",
-        )
 
 
 @dataclass(kw_only=True, slots=True)

@@ -17,7 +17,7 @@ from recsys_kdef.config import ModelConfig
 from recsys_kdef.data.schema import Schema
 from recsys_kdef.models.fusion import HiddenFusion
 from recsys_kdef.models.sparse import SparseArch, build_embedding_tables
-from recsys_kdef.models.towers import build_towers
+from recsys_kdef.models.students import StudentTowers, build_student_towers, student_groups
 
 
 @dataclass
@@ -25,8 +25,9 @@ class EnsembleOutput:
     """What the students produce for a batch of B rows.
 
     logits: (B, K) each student's logit
-    hidden: (B, K, H) each student's last hidden vector (input of its output layer)
-    embeddings: (B, K_e, F * D) pooled embeddings the students read (K_e = 1 if shared)
+    hidden: (B, K, H) each student's last hidden vector (input of its output layer), zero-padded
+        to the widest student's H in a heterogeneous ensemble
+    embeddings: (B, T) every table's pooled embedding, side by side (what the batch L2 reads)
     fused_logit: (B,) the fusion module's prediction, if the model has one
     fusion_weights: (B, K) the fusion's per-sample weights of the students
     """
@@ -54,9 +55,9 @@ class EnsembleOutput:
 class EnsembleModel(nn.Module):
     """K students over per-model or shared embeddings.
 
-    Each student reads the concatenation of its pooled embeddings (F * D) and the dense
-    features (Dd); per-model inputs are (K, B, F * D + Dd), a shared one (1, B, ...) that
-    the towers broadcast.
+    The sparse arch's (B, T) output is cut into one (n_in, B, F, D_g) tensor per student group
+    (n_in = the group's n students with per-model tables, 1 with shared ones); the groups
+    compute logits (K, B) and hidden vectors (K, B, H).
 
     Example::
 
@@ -65,20 +66,26 @@ class EnsembleModel(nn.Module):
     """
 
     def __init__(
-        self, sparse_arch: SparseArch, towers: nn.Module, fusion: nn.Module | None = None
+        self,
+        sparse_arch: SparseArch,
+        towers: StudentTowers,
+        group_slices: list[tuple[int, int, int, int]],
+        fusion: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.sparse_arch = sparse_arch
         self.towers = towers
         self.fusion = fusion
+        self._slices = group_slices  # per group: (first column, n_in, F, D)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> EnsembleOutput:
-        emb = self.sparse_arch(sparse)  # (B, K_e, F * D)
-        batch, groups = emb.shape[0], emb.shape[1]
-        x = torch.cat(
-            [emb.transpose(0, 1), dense.unsqueeze(0).expand(groups, batch, dense.shape[1])], dim=2
-        )  # (K_e, B, F * D + Dd)
-        logits, hidden = self.towers(x)  # (K, B), (K, B, H)
+        emb = self.sparse_arch(sparse)  # (B, T)
+        batch = emb.shape[0]
+        per_group = [
+            emb[:, start : start + n * f * d].view(batch, n, f, d).transpose(0, 1)
+            for start, n, f, d in self._slices
+        ]  # each (n_in, B, F, D)
+        logits, hidden = self.towers(per_group, dense)  # (K, B), (K, B, H)
         out = EnsembleOutput(logits=logits.t(), hidden=hidden.transpose(0, 1), embeddings=emb)
         if self.fusion is not None:
             out.fused_logit, out.fusion_weights = self.fusion(out.logits, out.hidden)
@@ -89,16 +96,22 @@ def build_model(
     cfg: ModelConfig, schema: Schema, device: torch.device | None = None
 ) -> EnsembleModel:
     """The ensemble for `schema`; tables go on `device` (default `meta`: the planner places them)."""
-    tables = build_embedding_tables(
-        schema, cfg.num_students, cfg.embedding_dim, cfg.embedding_mode, cfg.embedding_init_range
-    )
+    groups = student_groups(cfg)
+    dims = [g.embedding_dim for g in groups for _ in range(g.count)]
+    tables = build_embedding_tables(schema, dims, cfg.embedding_mode, cfg.embedding_init_range)
     ebc = EmbeddingBagCollection(tables=tables, device=device or torch.device("meta"))
-    groups = cfg.num_students if cfg.embedding_mode == "per_model" else 1
-    in_features = len(schema.sparse) * cfg.embedding_dim + len(schema.dense)
-    towers = build_towers(cfg.tower, cfg.num_students, in_features)
+    num_fields = len(schema.sparse)
+    slices, start = [], 0
+    for g in groups:
+        if cfg.embedding_mode == "per_model":
+            slices.append((start, g.count, num_fields, g.embedding_dim))
+            start += g.count * num_fields * g.embedding_dim
+        else:
+            slices.append((0, 1, num_fields, g.embedding_dim))
+    towers = build_student_towers(cfg, schema)
     fusion = None
     if cfg.fusion.name != "none":
         fusion = HiddenFusion.named(
             cfg.fusion.name, cfg.num_students, towers.output_dim, cfg.fusion.stop_gradient
         )
-    return EnsembleModel(SparseArch(ebc, num_groups=groups), towers, fusion)
+    return EnsembleModel(SparseArch(ebc), towers, slices, fusion)

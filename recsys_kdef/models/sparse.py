@@ -26,14 +26,15 @@ def table_name(field: str, student: int | None) -> str:
 
 
 def build_embedding_tables(
-    schema: Schema, num_students: int, embedding_dim: int, mode: EmbeddingMode, init_range: float
+    schema: Schema, dims: list[int], mode: EmbeddingMode, init_range: float
 ) -> list[EmbeddingBagConfig]:
-    """K x F table configs (per_model, student-major) or F (shared)."""
-    students: list[int | None] = list(range(num_students)) if mode == "per_model" else [None]
+    """K x F table configs (per_model, student-major; student k's of dimension dims[k]) or F
+    (shared, of dimension dims[0])."""
+    students: list[int | None] = list(range(len(dims))) if mode == "per_model" else [None]
     return [
         EmbeddingBagConfig(
             name=table_name(f.name, k),
-            embedding_dim=embedding_dim,
+            embedding_dim=dims[k or 0],
             num_embeddings=f.vocab_size,
             feature_names=[f.name],
             pooling=PoolingType.MEAN if f.pooling == "mean" else PoolingType.SUM,
@@ -46,20 +47,20 @@ def build_embedding_tables(
 
 
 class SparseArch(nn.Module):
-    """Pooled embeddings of every student: KJT -> (B, K_e, F * D).
+    """Pooled embeddings of every table, side by side in declaration order: KJT -> (B, T).
 
-    K_e = K for per_model tables and 1 for shared ones (the towers broadcast it).
+    T = sum of the tables' dimensions (per_model: student-major, so student k's F fields are
+    one contiguous slice; recsys_kdef.models.ensemble cuts it per student group).
 
     Example::
 
-        ebc = EmbeddingBagCollection(tables=build_embedding_tables(schema, 4, 16, "per_model", 0.01))
-        emb = SparseArch(ebc, num_groups=4)(batch.sparse)  # (B, 4, F * 16)
+        ebc = EmbeddingBagCollection(tables=build_embedding_tables(schema, [16] * 4, "per_model", 0.01))
+        emb = SparseArch(ebc)(batch.sparse)  # (B, 4 * F * 16)
     """
 
-    def __init__(self, embedding_bag_collection: EmbeddingBagCollection, num_groups: int) -> None:
+    def __init__(self, embedding_bag_collection: EmbeddingBagCollection) -> None:
         super().__init__()
         self.embedding_bag_collection = embedding_bag_collection
-        self.num_groups = num_groups
         configs = embedding_bag_collection.embedding_bag_configs()
         readers: dict[str, int] = {}
         for c in configs:
@@ -69,12 +70,10 @@ class SparseArch(nn.Module):
         self._keys = [
             f if readers[f] == 1 else f"{f}@{c.name}" for c in configs for f in c.feature_names
         ]
-        if len(configs) % num_groups:
-            raise ValueError(f"{len(configs)} tables cannot form {num_groups} equal groups")
 
     def forward(self, features: KeyedJaggedTensor) -> torch.Tensor:
         pooled = self.embedding_bag_collection(features)
         values = pooled.values()  # (B, K_e * F * D), tables in declaration order
         if pooled.keys() != self._keys:  # a sharded collection may regroup its outputs
             values = torch.cat([pooled[k] for k in self._keys], dim=1)
-        return values.view(values.shape[0], self.num_groups, -1)
+        return values

@@ -1,8 +1,7 @@
 """Student towers: K networks of one architecture computed as one batched computation.
 
 Activations are laid out (K, B, H) so each layer is one batched matmul over the students
-rather than a Python loop. A new architecture is a class here (or in its own file) with a
-`from_config` constructor and an `output_dim`, plus one line in TOWERS. Contract: every
+rather than a Python loop. Other architectures live in recsys_kdef.models.zoo. Contract: every
 parameter and buffer of a tower module has the students as its first dimension, so that one
 student can be sliced out (recsys_kdef.export).
 """
@@ -145,13 +144,3 @@ class BatchedMLP(nn.Module):
             h = torch.relu_(h) if self.inplace_relu else self.activation(h)
         logits = torch.baddbmm(self.head_bias, h, self.head_weight).squeeze(-1)  # (K, B)
         return logits, h
-
-
-TOWERS: dict[str, type[nn.Module]] = {
-    "mlp": BatchedMLP,
-}
-
-
-def build_towers(cfg, num_students: int, in_features: int) -> nn.Module:
-    """The K towers named by `cfg.name` (a TowerConfig)."""
-    return TOWERS[cfg.name].from_config(cfg, num_students, in_features)

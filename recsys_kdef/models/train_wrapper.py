@@ -57,7 +57,7 @@ class EnsembleTrain(nn.Module):
             return sum(w.pow(2).sum() for w in self.table_weights()) / 2
         if output.embeddings is None:
             return None
-        return output.embeddings.pow(2).sum(dim=(1, 2)).mean()
+        return output.embeddings.pow(2).sum(dim=1).mean()
 
     def table_weights(self) -> list[torch.Tensor]:
         """The trainable embedding tables as dense parameters (unsharded or data_parallel)."""

@@ -1,0 +1,101 @@
+"""The students of an ensemble as groups of identical architectures, and where each one sits.
+
+A group is `count` students of one architecture, shape and embedding dimension, computed as
+one batched call (BatchedMLP's bmm or a vmapped zoo architecture). Students are numbered
+group after group; the objectives see them as one (B, K) set of logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys_kdef.config import ModelConfig, StudentSpec
+from recsys_kdef.data.schema import Schema
+from recsys_kdef.models.zoo import build_student_group
+from recsys_kdef.models.zoo.base import StudentInputs
+
+
+@dataclass(frozen=True)
+class GroupLayout:
+    """Students [first, first + count) of one architecture and embedding dimension."""
+
+    spec: StudentSpec
+    first: int
+    embedding_dim: int
+
+    @property
+    def count(self) -> int:
+        return self.spec.count
+
+
+def student_groups(cfg: ModelConfig) -> list[GroupLayout]:
+    """The groups `cfg` declares: `students`, or the shorthand (num_students MLPs of `tower`)."""
+    specs = cfg.students
+    if specs is None:
+        t = cfg.tower
+        params = dict(
+            hidden_units=list(t.hidden_units),
+            hidden_activations=t.activation,
+            net_dropout=t.dropout,
+            batch_norm=t.batch_norm,
+        )
+        specs = [StudentSpec(arch="mlp", count=cfg.num_students, params=params)]
+    groups, first = [], 0
+    for spec in specs:
+        groups.append(GroupLayout(spec, first, spec.embedding_dim or cfg.embedding_dim))
+        first += spec.count
+    return groups
+
+
+def student_embedding_dims(cfg: ModelConfig) -> list[int]:
+    """Each student's embedding dimension, in student order."""
+    return [g.embedding_dim for g in student_groups(cfg) for _ in range(g.count)]
+
+
+def locate_student(cfg: ModelConfig, k: int) -> tuple[int, int]:
+    """(group index, index inside the group) of student k."""
+    for g, group in enumerate(student_groups(cfg)):
+        if group.first <= k < group.first + group.count:
+            return g, k - group.first
+    raise ValueError(f"student {k} does not exist: the ensemble has {cfg.num_students} students")
+
+
+class StudentTowers(nn.Module):
+    """Every group's towers: per-group embeddings -> logits (K, B), hidden (K, B, H_max).
+
+    Hidden vectors of groups narrower than the widest are zero-padded to H_max, so fusion
+    and hint distillation see one (K, B, H) tensor; a padded zero adds nothing to a
+    concatenating readout.
+    """
+
+    def __init__(self, groups: list[nn.Module]) -> None:
+        super().__init__()
+        self.groups = nn.ModuleList(groups)
+        self.num_students = sum(g.num_students for g in groups)
+        self.output_dim = max(g.output_dim for g in groups)
+
+    def forward(
+        self, embeddings: list[torch.Tensor], dense: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, hidden = [], []
+        for group, emb in zip(self.groups, embeddings):
+            lg, h = group(emb, dense)  # (n, B), (n, B, H_g)
+            logits.append(lg)
+            hidden.append(F.pad(h, (0, self.output_dim - h.shape[-1])))
+        if len(self.groups) == 1:
+            return logits[0], hidden[0]
+        return torch.cat(logits, dim=0), torch.cat(hidden, dim=0)
+
+
+def build_student_towers(cfg: ModelConfig, schema: Schema) -> StudentTowers:
+    """The towers of every group `cfg` declares, for `schema`'s fields."""
+    groups = []
+    for i, g in enumerate(student_groups(cfg)):
+        inputs = StudentInputs(len(schema.sparse), len(schema.dense), g.embedding_dim)
+        where = "model.tower" if cfg.students is None else f"model.students[{i}]"
+        groups.append(build_student_group(g.spec.arch, g.spec.params, inputs, g.count, where))
+    return StudentTowers(groups)

@@ -1,0 +1,50 @@
+"""The model zoo: one file per architecture, one line each in ARCHS.
+
+Each entry names its paper, the typed hyperparameters (FuxiCTR's names; unknown keys are
+errors) and a builder of a group of `count` identical students:
+`build(params, inputs, count)` -> module with forward(emb (n_in, B, F, D), dense (B, Dd)) ->
+(logits (n, B), hidden (n, B, H)), every parameter leading with n.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from recsys_kdef.config.loading import from_dict
+from recsys_kdef.models.zoo.base import StackedStudents, StudentInputs
+from recsys_kdef.models.zoo.dcnv2 import DCNv2, DCNv2Params
+from recsys_kdef.models.zoo.mlp import MLPParams, build_mlp
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A zoo entry: its paper, typed hyperparameters and group builder."""
+
+    paper: str
+    params: type
+    build: Callable[[Any, StudentInputs, int], nn.Module]
+
+
+def stacked(student_cls: type[nn.Module]) -> Callable[[Any, StudentInputs, int], nn.Module]:
+    """Builder of a StackedStudents group of a one-student architecture `cls(params, inputs)`."""
+    return lambda params, inputs, count: StackedStudents(lambda: student_cls(params, inputs), count)
+
+
+ARCHS: dict[str, Arch] = {
+    "mlp": Arch("DNN (FuxiCTR); the KDEF students", MLPParams, build_mlp),
+    "dcnv2": Arch("DCN V2, Wang et al., WWW 2021", DCNv2Params, stacked(DCNv2)),
+}
+
+
+def build_student_group(
+    arch: str, params: dict[str, Any], inputs: StudentInputs, count: int, where: str
+) -> nn.Module:
+    """`count` students of `arch`; `params` are checked against its typed hyperparameters."""
+    if arch not in ARCHS:
+        raise ValueError(f"{where}: architecture {arch!r} is not in the zoo: {', '.join(ARCHS)}")
+    entry = ARCHS[arch]
+    return entry.build(from_dict(entry.params, params, f"{where}.params"), inputs, count)

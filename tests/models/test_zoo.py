@@ -1,0 +1,74 @@
+"""Every zoo architecture: registered under the config's names, shapes, per-student slicing
+(what export relies on), shared vs per-model inputs, and strict hyperparameters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recsys_kdef.config.loading import ConfigError
+from recsys_kdef.config.sections import ARCH_NAMES
+from recsys_kdef.models.zoo import ARCHS, build_student_group
+from recsys_kdef.models.zoo.base import StudentInputs
+
+# small hyperparameters per architecture, so the tests run in seconds
+SMALL: dict[str, dict] = {
+    "mlp": {"hidden_units": [8, 6]},
+    "dcnv2": {"parallel_dnn_hidden_units": [8], "num_cross_layers": 2, "batch_norm": True},
+}
+INPUTS = StudentInputs(num_sparse=4, num_dense=2, embedding_dim=5)
+
+
+def test_the_config_lists_exactly_the_registered_architectures():
+    assert set(ARCH_NAMES) == set(ARCHS)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_every_architecture_has_small_test_parameters(arch):
+    assert arch in SMALL, f"add small hyperparameters for {arch} to SMALL"
+
+
+def group(arch: str, count: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_student_group(arch, SMALL[arch], INPUTS, count, "test")
+
+
+def batch(n_in: int, b: int = 7):
+    g = torch.Generator().manual_seed(1)
+    emb = torch.randn(n_in, b, INPUTS.num_sparse, INPUTS.embedding_dim, generator=g)
+    return emb, torch.randn(b, INPUTS.num_dense, generator=g)
+
+
+def one_student(full: torch.nn.Module, arch: str, j: int) -> torch.nn.Module:
+    """A one-student group loaded with slice j of every tensor of `full` (as export does)."""
+    single = group(arch, 1)
+    single.load_state_dict({k: v[j : j + 1] for k, v in full.state_dict().items()})
+    return single
+
+
+@pytest.mark.parametrize("arch", sorted(SMALL))
+@pytest.mark.parametrize("n_in", [3, 1])
+def test_shapes_and_each_student_is_its_slice(arch, n_in):
+    students = group(arch, 3)
+    for name, t in students.state_dict().items():
+        assert t.shape[0] == 3, f"{arch}: {name} does not lead with the students"
+    emb, dense = batch(n_in)
+    students.train()
+    logits, hidden = students(emb, dense)  # batch norm statistics move, dropout runs
+    assert logits.shape == (3, 7) and hidden.shape == (3, 7, students.output_dim)
+    logits.sum().backward()
+    students.eval()
+    with torch.no_grad():
+        logits, hidden = students(emb, dense)
+        assert not torch.allclose(logits[0], logits[1]), "students must start differently"
+        for j in range(3):
+            single = one_student(students, arch, j).eval()
+            lj, hj = single(emb[j : j + 1] if n_in == 3 else emb, dense)
+            torch.testing.assert_close(lj[0], logits[j], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(hj[0], hidden[j], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", sorted(SMALL))
+def test_a_misspelt_hyperparameter_is_an_error_naming_it(arch):
+    with pytest.raises(ConfigError, match="model.students\\[2\\].params.no_such_option"):
+        build_student_group(arch, {"no_such_option": 1}, INPUTS, 1, "model.students[2]")
