@@ -69,3 +69,62 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("model: [1, 2\n")
     with pytest.raises(ConfigError, match="bad.yaml"):
         load_config(["--config", str(bad)])
+
+
+def test_heterogeneous_students_load_and_set_k():
+    cfg = load_config(
+        [
+            "--model.students",
+            "[{arch: mlp, count: 2}, {arch: dcnv2, embedding_dim: 8, params: {num_cross_layers: 2}}]",
+        ]
+    )
+    assert cfg.model.num_students == 3
+    assert [s.arch for s in cfg.model.students] == ["mlp", "dcnv2"]
+    assert cfg.model.students[1].params == {"num_cross_layers": 2}
+    assert cfg.model.students[1].embedding_dim == 8
+
+
+@pytest.mark.parametrize(
+    "students, words",
+    [
+        ("[{arch: dcnv3}]", ["arch 'dcnv3' is unknown", "dcnv2"]),
+        ("[{arch: mlp, count: 0}]", ["count must be >= 1"]),
+        ("[{arch: mlp, cout: 2}]", ["model.students[0].cout", "count"]),
+        ("[]", ["model.students must be null or a non-empty list"]),
+    ],
+)
+def test_bad_students_are_named(students, words):
+    with pytest.raises(ConfigError) as err:
+        load_config(["--model.students", students])
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+
+
+def test_own_embedding_dims_need_per_model_tables():
+    with pytest.raises(ConfigError, match="embedding_dim of its own needs model.embedding_mode"):
+        load_config(
+            [
+                "--model.embedding_mode",
+                "shared",
+                "--model.students",
+                "[{arch: mlp, embedding_dim: 8}]",
+            ]
+        )
+
+
+def test_config_names_equal_the_registries_without_importing_them():
+    import subprocess
+    import sys
+    import typing
+
+    from recsys_kdef.config.sections import ObjectiveName
+    from recsys_kdef.objectives import OBJECTIVES
+
+    assert set(typing.get_args(ObjectiveName)) == set(OBJECTIVES)
+    code = (
+        "import sys, recsys_kdef.config; "
+        "print(sorted(m for m in sys.modules if m.startswith(('recsys_kdef.models', "
+        "'recsys_kdef.objectives'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"  # config -> objectives -> models -> config is no circle

@@ -176,8 +176,9 @@ class StudentSpec:
         )
         _check(self.count >= 1, f"model.students: count must be >= 1, got {self.count}")
         _check(
-            self.embedding_dim is None or self.embedding_dim >= 1,
-            f"model.students: embedding_dim must be >= 1 or null, got {self.embedding_dim}",
+            self.embedding_dim is None or (self.embedding_dim >= 4 and self.embedding_dim % 4 == 0),
+            "model.students: embedding_dim must be a multiple of 4 (fbgemm's fused kernels need "
+            f"it) or null, got {self.embedding_dim}",
         )
 
 
@@ -211,7 +212,9 @@ class ModelConfig:
             )
         _check(self.num_students >= 1, f"model.num_students must be >= 1, got {self.num_students}")
         _check(
-            self.embedding_dim >= 1, f"model.embedding_dim must be >= 1, got {self.embedding_dim}"
+            self.embedding_dim >= 4 and self.embedding_dim % 4 == 0,
+            "model.embedding_dim must be a multiple of 4 (fbgemm's fused kernels need it), "
+            f"got {self.embedding_dim}",
         )
         _check(self.embedding_init_range > 0, "model.embedding_init_range must be > 0")
 
