@@ -6,16 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from zoo_helpers import LogisticRegression, build, fit, two_way
+from zoo_helpers import LogisticRegression, build, fit, fuxictr_mlp_block_params, two_way
 
 from recsys_kdef.models.zoo.base import StudentInputs
 from recsys_kdef.models.zoo.deepfm import DeepFM, DeepFMParams, fm_pairwise
-
-
-def mlp_block_params(in_dim: int, hidden: list[int], batch_norm: bool) -> int:
-    """FuxiCTR's MLP_Block with output_dim=1: Linear [+ BatchNorm1d] per layer, Linear(., 1)."""
-    sizes = [in_dim, *hidden, 1]
-    return sum(a * b + b for a, b in zip(sizes, sizes[1:])) + (2 * sum(hidden) if batch_norm else 0)
 
 
 def fuxictr_deepfm_dense_params(p: DeepFMParams, inputs: StudentInputs) -> int:
@@ -25,7 +19,7 @@ def fuxictr_deepfm_dense_params(p: DeepFMParams, inputs: StudentInputs) -> int:
     and its bias, and the MLP_Block over the flat embeddings."""
     n, d = inputs.flat_dim, inputs.embedding_dim
     lr = inputs.num_dense + 1
-    return inputs.num_dense * d + lr + mlp_block_params(n, p.hidden_units, p.batch_norm)
+    return inputs.num_dense * d + lr + fuxictr_mlp_block_params(n, p.hidden_units, p.batch_norm)
 
 
 @pytest.mark.parametrize(

@@ -172,3 +172,12 @@ class LogisticRegression(nn.Module):
     def forward(self, ids: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         logit = sum(t(ids[:, f]).squeeze(1) for f, t in enumerate(self.tables))
         return (logit + self.numeric(dense).squeeze(1)).unsqueeze(0)  # (1, B)
+
+
+def fuxictr_mlp_block_params(
+    in_dim: int, hidden: list[int], batch_norm: bool, output_dim: int | None = 1
+) -> int:
+    """Parameters of FuxiCTR's MLP_Block: Linear [+ BatchNorm1d] per hidden layer, then
+    Linear(., output_dim) unless output_dim is None."""
+    sizes = [in_dim, *hidden] + ([output_dim] if output_dim is not None else [])
+    return sum(a * b + b for a, b in zip(sizes, sizes[1:])) + (2 * sum(hidden) if batch_norm else 0)

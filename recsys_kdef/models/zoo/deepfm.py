@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from recsys_kdef.models.zoo.base import FieldEmbeddings, MLPBlock, StudentInputs, xavier_init
+from recsys_kdef.models.zoo.base import FieldEmbeddings, MLPBlock, StudentInputs
+from recsys_kdef.models.zoo.wide_deep import LinearAndDNN
 
 
 @dataclass(kw_only=True, slots=True)
@@ -45,17 +46,11 @@ class DeepFM(nn.Module):
         super().__init__()
         self.fields = FieldEmbeddings(inputs)
         n = inputs.flat_dim
-        self.linear = nn.Linear(n, 1)  # FM's first-order term and bias (see module docstring)
-        self.dnn = MLPBlock(
-            n, list(p.hidden_units), p.hidden_activations, p.net_dropout, p.batch_norm
-        )
-        self.dnn_out = nn.Linear(self.dnn.output_dim, 1)
-        xavier_init(self)
-        self.output_dim = self.dnn.output_dim
+        dnn = MLPBlock(n, list(p.hidden_units), p.hidden_activations, p.net_dropout, p.batch_norm)
+        self.linear_dnn = LinearAndDNN(n, dnn, linear_bias=True)  # first-order term: see above
+        self.output_dim = self.linear_dnn.output_dim
 
     def forward(self, emb: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         e = self.fields(emb, dense)  # (B, F + Dd, D)
-        flat = e.flatten(1)  # (B, N)
-        h = self.dnn(flat)  # (B, H)
-        logit = self.linear(flat).squeeze(1) + fm_pairwise(e) + self.dnn_out(h).squeeze(1)
-        return logit, h
+        logit, h = self.linear_dnn(e.flatten(1))  # (B,), (B, H)
+        return logit + fm_pairwise(e), h
