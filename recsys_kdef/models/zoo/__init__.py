@@ -22,6 +22,7 @@ from recsys_kdef.models.zoo.deepfm import DeepFM, DeepFMParams
 from recsys_kdef.models.zoo.mlp import MLPParams, build_mlp
 from recsys_kdef.models.zoo.pnn import PNN, PNNParams
 from recsys_kdef.models.zoo.wide_deep import WideDeep, WideDeepParams
+from recsys_kdef.models.zoo.xdeepfm import XDeepFM, XDeepFMParams
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ ARCHS: dict[str, Arch] = {
     "deepfm": Arch("DeepFM, Guo et al., IJCAI 2017", DeepFMParams, stacked(DeepFM)),
     "dcn": Arch("Deep & Cross Network, Wang et al., ADKDD 2017", DCNParams, stacked(DCN)),
     "dcnv2": Arch("DCN V2, Wang et al., WWW 2021", DCNv2Params, stacked(DCNv2)),
+    "xdeepfm": Arch("xDeepFM, Lian et al., KDD 2018", XDeepFMParams, stacked(XDeepFM)),
     "pnn": Arch("IPNN, Qu et al., ICDM 2016", PNNParams, stacked(PNN)),
 }
 
