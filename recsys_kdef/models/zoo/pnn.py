@@ -2,8 +2,8 @@
 as FuxiCTR's PNN (product_type inner).
 
 Product layer: l_z = the field embeddings e_1..e_N (N = F + Dd), l_p = <e_i, e_j> for every
-pair i < j (eq. 5-6, inner products kept explicit, no kernel reduction, as FuxiCTR);
-the DNN reads [l_z, l_p] (B, N * D + N (N - 1) / 2) (eq. 3).
+pair i < j (inner products kept explicit, no kernel reduction, as FuxiCTR);
+the DNN reads [l_z, l_p] (B, N * D + N (N - 1) / 2).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """xDeepFM (Lian et al., "xDeepFM: Combining Explicit and Implicit Feature Interactions for
 Recommender Systems", KDD 2018), as FuxiCTR's xDeepFM.
 
-CIN (eq. 6): X^k_{h,*} = sum_{i=1..N} sum_{j=1..H_{k-1}} W^{k,h}_{i,j} (X^0_{i,*} o X^{k-1}_{j,*}),
-X^0 the field embeddings (B, N, D), N = F + Dd; each layer is sum-pooled over D, p^k (B, H_k)
-(eq. 7), and y = sigma(w_linear^T a + w_dnn^T x_dnn + w_cin^T [p^1, ..., p^K] + b) (eq. 8).
+CIN: X^k_{h,*} = sum_{i=1..N} sum_{j=1..H_{k-1}} W^{k,h}_{i,j} (X^0_{i,*} o X^{k-1}_{j,*}),
+X^0 the field embeddings (B, N, D), N = F + Dd; each layer is sum-pooled over D, p^k (B, H_k),
+and y = sigma(w_linear^T a + w_dnn^T x_dnn + w_cin^T [p^1, ..., p^K] + b).
 
 Linear part: FuxiCTR's LogisticRegression keeps its own 1-dim embedding table per sparse field,
 which would be a separate TorchRec table (an architecture cannot add tables); here it is a
