@@ -14,7 +14,12 @@ from recsys_kdef.models.zoo.base import StudentInputs
 # small hyperparameters per architecture, so the tests run in seconds
 SMALL: dict[str, dict] = {
     "mlp": {"hidden_units": [8, 6]},
+    "wide_deep": {"hidden_units": [8], "batch_norm": True},
+    "deepfm": {"hidden_units": [8, 6], "batch_norm": True, "net_dropout": 0.1},
+    "dcn": {"dnn_hidden_units": [8], "num_cross_layers": 2, "batch_norm": True},
     "dcnv2": {"parallel_dnn_hidden_units": [8], "num_cross_layers": 2, "batch_norm": True},
+    "xdeepfm": {"dnn_hidden_units": [8], "cin_hidden_units": [4, 3], "batch_norm": True},
+    "pnn": {"hidden_units": [8], "batch_norm": True, "net_dropout": 0.1},
 }
 INPUTS = StudentInputs(num_sparse=4, num_dense=2, embedding_dim=5)
 

@@ -138,3 +138,46 @@ def equal_param_mlp(target: int, data: Planted, dim: int = 8) -> list[int]:
 
 
 PLAIN_MLP = {"batch_norm": False, "net_dropout": 0.0}
+
+
+def two_way(n: int = 30_000, vocab: int = 40, fields: int = 3, seed: int = 0) -> Planted:
+    """A multiplicative 2-way interaction of sparse fields 0 and 1: logit = 2.5 * u[id0] * w[id1],
+    u, w ~ N(0, 1) per id, centred (no marginal effect a linear model could use); every sparse
+    field and the 2 numeric features add a small additive effect. A factorisation (FM, inner
+    products) expresses it with one embedding dimension; a linear model cannot."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (n, fields), generator=g)
+    u, w = torch.randn(2, vocab, generator=g)
+    u, w = (u - u.mean()) / u.std(), (w - w.mean()) / w.std()
+    effects = 0.3 * torch.randn(fields, vocab, generator=g)
+    dense = torch.randn(n, 2, generator=g)
+    logit = 2.5 * u[ids[:, 0]] * w[ids[:, 1]] + effects.gather(1, ids.t()).sum(dim=0)
+    logit = logit + 0.3 * dense.sum(dim=1)
+    prob = torch.sigmoid(logit)
+    labels = torch.bernoulli(prob, generator=g)
+    return Planted(ids, dense, labels, prob, vocab)
+
+
+class LogisticRegression(nn.Module):
+    """The pure linear model: a weight per id of each field, per numeric feature and a bias;
+    ids (B, F), dense (B, Dd) -> logits (1, B) (fits `fit`)."""
+
+    def __init__(self, data: Planted) -> None:
+        super().__init__()
+        self.tables = nn.ModuleList(nn.Embedding(data.vocab, 1) for _ in range(data.ids.shape[1]))
+        for t in self.tables:
+            nn.init.zeros_(t.weight)
+        self.numeric = nn.Linear(data.dense.shape[1], 1)
+
+    def forward(self, ids: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        logit = sum(t(ids[:, f]).squeeze(1) for f, t in enumerate(self.tables))
+        return (logit + self.numeric(dense).squeeze(1)).unsqueeze(0)  # (1, B)
+
+
+def fuxictr_mlp_block_params(
+    in_dim: int, hidden: list[int], batch_norm: bool, output_dim: int | None = 1
+) -> int:
+    """Parameters of FuxiCTR's MLP_Block: Linear [+ BatchNorm1d] per hidden layer, then
+    Linear(., output_dim) unless output_dim is None."""
+    sizes = [in_dim, *hidden] + ([output_dim] if output_dim is not None else [])
+    return sum(a * b + b for a, b in zip(sizes, sizes[1:])) + (2 * sum(hidden) if batch_norm else 0)

@@ -16,8 +16,13 @@ from torch import nn
 
 from recsys_kdef.config.loading import from_dict
 from recsys_kdef.models.zoo.base import StackedStudents, StudentInputs
+from recsys_kdef.models.zoo.dcn import DCN, DCNParams
 from recsys_kdef.models.zoo.dcnv2 import DCNv2, DCNv2Params
+from recsys_kdef.models.zoo.deepfm import DeepFM, DeepFMParams
 from recsys_kdef.models.zoo.mlp import MLPParams, build_mlp
+from recsys_kdef.models.zoo.pnn import PNN, PNNParams
+from recsys_kdef.models.zoo.wide_deep import WideDeep, WideDeepParams
+from recsys_kdef.models.zoo.xdeepfm import XDeepFM, XDeepFMParams
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,12 @@ def stacked(student_cls: type[nn.Module]) -> Callable[[Any, StudentInputs, int],
 
 ARCHS: dict[str, Arch] = {
     "mlp": Arch("DNN (FuxiCTR); the KDEF students", MLPParams, build_mlp),
+    "wide_deep": Arch("Wide & Deep, Cheng et al., DLRS 2016", WideDeepParams, stacked(WideDeep)),
+    "deepfm": Arch("DeepFM, Guo et al., IJCAI 2017", DeepFMParams, stacked(DeepFM)),
+    "dcn": Arch("Deep & Cross Network, Wang et al., ADKDD 2017", DCNParams, stacked(DCN)),
     "dcnv2": Arch("DCN V2, Wang et al., WWW 2021", DCNv2Params, stacked(DCNv2)),
+    "xdeepfm": Arch("xDeepFM, Lian et al., KDD 2018", XDeepFMParams, stacked(XDeepFM)),
+    "pnn": Arch("IPNN, Qu et al., ICDM 2016", PNNParams, stacked(PNN)),
 }
 
 
