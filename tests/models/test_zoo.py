@@ -15,6 +15,11 @@ from recsys_kdef.models.zoo.base import StudentInputs
 SMALL: dict[str, dict] = {
     "mlp": {"hidden_units": [8, 6]},
     "dcnv2": {"parallel_dnn_hidden_units": [8], "num_cross_layers": 2, "batch_norm": True},
+    "final": {
+        "block1_hidden_units": [8, 6],
+        "block2_hidden_units": [4],
+        "use_feature_gating": True,
+    },
 }
 INPUTS = StudentInputs(num_sparse=4, num_dense=2, embedding_dim=5)
 
