@@ -15,6 +15,7 @@ from recsys_kdef.models.zoo.base import StudentInputs
 SMALL: dict[str, dict] = {
     "mlp": {"hidden_units": [8, 6]},
     "dcnv2": {"parallel_dnn_hidden_units": [8], "num_cross_layers": 2, "batch_norm": True},
+    "ecn": {"num_cross_layers": 2, "batch_norm": True, "num_heads": 1},
     "final": {
         "block1_hidden_units": [8, 6],
         "block2_hidden_units": [4],
