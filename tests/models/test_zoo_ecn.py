@@ -65,12 +65,15 @@ def test_one_cross_layer_is_the_self_masked_exponential_cross():
 
 
 def test_learns_a_three_way_interaction_an_mlp_of_equal_size_misses():
-    # ECN, 2 layers (2,569 parameters), reaches ~0.771, the MLP [38, 38] ~0.763, Bayes 0.776;
+    # ECN, 2 layers (2,569 parameters), reaches ~0.772 (0.771-0.774 over initialisations), the MLP
+    # [38, 38] ~0.762, Bayes 0.776;
     # without the crossing (x_{l+1} = Mask(c) + b + x) ECN falls to ~0.761
     data = three_way(n=30_000)
+    torch.manual_seed(0)  # initialisations independent of the tests run before
     ecn = build("ecn", {"num_cross_layers": 2}, data)
     ecn_auc, bayes = fit(ecn, data, 20_000, epochs=4)
     hidden = equal_param_mlp(tower_params(ecn), data)
+    torch.manual_seed(0)
     mlp = build("mlp", {"hidden_units": hidden, **PLAIN_MLP}, data)
     mlp_auc, _ = fit(mlp, data, 20_000, epochs=4)
     assert abs(tower_params(mlp) - tower_params(ecn)) < 0.05 * tower_params(ecn)

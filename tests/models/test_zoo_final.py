@@ -75,13 +75,16 @@ def test_odd_widths_with_concat_are_an_error_naming_the_block():
 
 
 def test_learns_a_three_way_interaction_an_mlp_of_equal_size_misses():
-    # FINAL 1B [16, 16] (1,097 parameters) reaches ~0.773, the MLP [21, 21] ~0.759, Bayes 0.776;
+    # FINAL 1B [16, 16] (1,097 parameters) reaches 0.770-0.774 over initialisations, the MLP
+    # [21, 21] ~0.759, Bayes 0.776;
     # with h1 * h2 replaced by h1 (a linear block) FINAL falls to ~0.61
     data = three_way(n=30_000)
     params = {"block_type": "1B", "block1_hidden_units": [16, 16], "batch_norm": False}
+    torch.manual_seed(0)  # initialisations independent of the tests run before
     final = build("final", params, data)
     final_auc, bayes = fit(final, data, 20_000, epochs=4)
     hidden = equal_param_mlp(tower_params(final), data)
+    torch.manual_seed(0)
     mlp = build("mlp", {"hidden_units": hidden, **PLAIN_MLP}, data)
     mlp_auc, _ = fit(mlp, data, 20_000, epochs=4)
     assert abs(tower_params(mlp) - tower_params(final)) < 0.05 * tower_params(final)
