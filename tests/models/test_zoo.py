@@ -16,6 +16,14 @@ SMALL: dict[str, dict] = {
     "mlp": {"hidden_units": [8, 6]},
     "dcnv2": {"parallel_dnn_hidden_units": [8], "num_cross_layers": 2, "batch_norm": True},
     "ecn": {"num_cross_layers": 2, "batch_norm": True, "num_heads": 1},
+    "finalmlp": {
+        "mlp1_hidden_units": [8, 6],
+        "mlp2_hidden_units": [4],
+        "fs_hidden_units": [5],
+        "fs2_context": [1, 4],
+        "num_heads": 2,
+        "mlp1_batch_norm": True,
+    },
     "final": {
         "block1_hidden_units": [8, 6],
         "block2_hidden_units": [4],

@@ -19,6 +19,7 @@ from recsys_kdef.models.zoo.base import StackedStudents, StudentInputs
 from recsys_kdef.models.zoo.dcnv2 import DCNv2, DCNv2Params
 from recsys_kdef.models.zoo.ecn import ECN, ECNParams
 from recsys_kdef.models.zoo.final import Final, FinalParams
+from recsys_kdef.models.zoo.finalmlp import FinalMLP, FinalMLPParams
 from recsys_kdef.models.zoo.mlp import MLPParams, build_mlp
 
 
@@ -41,6 +42,7 @@ ARCHS: dict[str, Arch] = {
     "dcnv2": Arch("DCN V2, Wang et al., WWW 2021", DCNv2Params, stacked(DCNv2)),
     "ecn": Arch("ECN of DCNv3, Li et al., arXiv 2024", ECNParams, stacked(ECN)),
     "final": Arch("FINAL, Zhu et al., SIGIR 2023", FinalParams, stacked(Final)),
+    "finalmlp": Arch("FinalMLP, Mao et al., AAAI 2023", FinalMLPParams, stacked(FinalMLP)),
 }
 
 
