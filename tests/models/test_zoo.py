@@ -20,6 +20,20 @@ SMALL: dict[str, dict] = {
     "dcnv2": {"parallel_dnn_hidden_units": [8], "num_cross_layers": 2, "batch_norm": True},
     "xdeepfm": {"dnn_hidden_units": [8], "cin_hidden_units": [4, 3], "batch_norm": True},
     "pnn": {"hidden_units": [8], "batch_norm": True, "net_dropout": 0.1},
+    "ecn": {"num_cross_layers": 2, "batch_norm": True, "num_heads": 1},
+    "finalmlp": {
+        "mlp1_hidden_units": [8, 6],
+        "mlp2_hidden_units": [4],
+        "fs_hidden_units": [5],
+        "fs2_context": [1, 4],
+        "num_heads": 2,
+        "mlp1_batch_norm": True,
+    },
+    "final": {
+        "block1_hidden_units": [8, 6],
+        "block2_hidden_units": [4],
+        "use_feature_gating": True,
+    },
 }
 INPUTS = StudentInputs(num_sparse=4, num_dense=2, embedding_dim=5)
 

@@ -19,6 +19,9 @@ from recsys_kdef.models.zoo.base import StackedStudents, StudentInputs
 from recsys_kdef.models.zoo.dcn import DCN, DCNParams
 from recsys_kdef.models.zoo.dcnv2 import DCNv2, DCNv2Params
 from recsys_kdef.models.zoo.deepfm import DeepFM, DeepFMParams
+from recsys_kdef.models.zoo.ecn import ECN, ECNParams
+from recsys_kdef.models.zoo.final import Final, FinalParams
+from recsys_kdef.models.zoo.finalmlp import FinalMLP, FinalMLPParams
 from recsys_kdef.models.zoo.mlp import MLPParams, build_mlp
 from recsys_kdef.models.zoo.pnn import PNN, PNNParams
 from recsys_kdef.models.zoo.wide_deep import WideDeep, WideDeepParams
@@ -47,6 +50,9 @@ ARCHS: dict[str, Arch] = {
     "dcnv2": Arch("DCN V2, Wang et al., WWW 2021", DCNv2Params, stacked(DCNv2)),
     "xdeepfm": Arch("xDeepFM, Lian et al., KDD 2018", XDeepFMParams, stacked(XDeepFM)),
     "pnn": Arch("IPNN, Qu et al., ICDM 2016", PNNParams, stacked(PNN)),
+    "ecn": Arch("ECN of DCNv3, Li et al., arXiv 2024", ECNParams, stacked(ECN)),
+    "final": Arch("FINAL, Zhu et al., SIGIR 2023", FinalParams, stacked(Final)),
+    "finalmlp": Arch("FinalMLP, Mao et al., AAAI 2023", FinalMLPParams, stacked(FinalMLP)),
 }
 
 
