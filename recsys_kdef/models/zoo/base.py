@@ -8,6 +8,8 @@ FuxiCTR's model of the same hyperparameters directly):
 
 `StackedStudents` turns n copies into one group whose parameters lead with n and whose
 forward is one `torch.func.vmap` over the copies: (n_in, B, F, D) -> (n, B), (n, B, H).
+An architecture with `reads_sequence = True` also takes the behaviour sequences:
+forward(emb, dense, seq (B, S, L, D), mask (B, S, L)) (StackedStudents: (n_in, B, S, L, D)).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ class StudentInputs:
     num_sparse: int
     num_dense: int
     embedding_dim: int
+    sequences: tuple[tuple[int, int], ...] = ()
+    """Behaviour sequences as (sequence field, target field) positions among the F fields, in
+    the order of the (B, S, L, D) sequences an arch that `reads_sequence` receives."""
 
     @property
     def num_fields(self) -> int:
@@ -144,6 +149,7 @@ class StackedStudents(nn.Module):
         params, buffers = stack_module_state(copies)
         self.num_students = count
         self.output_dim = copies[0].output_dim
+        self.reads_sequence = getattr(copies[0], "reads_sequence", False)
         self.stacked = nn.ParameterDict({_key(k): nn.Parameter(v) for k, v in params.items()})
         for k, v in buffers.items():
             self.register_buffer(f"buf__{_key(k)}", v)
@@ -158,19 +164,27 @@ class StackedStudents(nn.Module):
         self._skeleton[0].train(mode)
         return self
 
-    def forward(self, emb: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        emb: torch.Tensor,
+        dense: torch.Tensor,
+        seq: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         params = {k: self.stacked[_key(k)] for k in self._param_names}
         buffers = {k: getattr(self, f"buf__{_key(k)}") for k in self._buffer_names}
         skeleton = self._skeleton[0]
 
-        def one(p, b, e, x):
-            return functional_call(skeleton, (p, b), (e, x))
+        def one(p, b, e, x, *sequences):
+            return functional_call(skeleton, (p, b), (e, x, *sequences))
 
         emb_dim = 0 if emb.shape[0] == self.num_students and self.num_students > 1 else None
         if emb_dim is None:
             emb = emb[0]  # a shared (1, B, F, D) input, the same for every student
-        logit, hidden = vmap(one, in_dims=(0, 0, emb_dim, None), randomness="different")(
-            params, buffers, emb, dense
+            seq = None if seq is None else seq[0]
+        extra, dims = ((seq, mask), (emb_dim, None)) if seq is not None else ((), ())
+        logit, hidden = vmap(one, in_dims=(0, 0, emb_dim, None, *dims), randomness="different")(
+            params, buffers, emb, dense, *extra
         )
         return logit, hidden  # (n, B), (n, B, H)
 
