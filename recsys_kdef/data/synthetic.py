@@ -9,8 +9,8 @@ schema.json under extra.bayes_auc.
 
 With `sequence_len` > 0 a behaviour sequence `hist_c1` (of field c1, the target item) plants a
 target-attention signal: c1's ids fall in hidden categories, each row's history mostly comes
-from two interest categories, and the logit grows with the share of the history's last
-`sequence_len` items that are in the target item's category (`sample_behaviour`).
+from two interest categories, and the logit grows with how many of the history's last
+`sequence_len` items are in the target item's category (`sample_behaviour`).
 
     python -m recsys_kdef.data.synthetic --config configs/demo.yaml [--force]
 """
@@ -40,14 +40,15 @@ SHARES = {"single": 0.45, "multi": 0.15, "dense": 0.15, "pairs": 0.25}
 CHUNK_ROWS = 1 << 18
 SEQUENCE_CATEGORIES = 32
 """Hidden categories of the target item's ids (id % categories) in the behaviour signal."""
-SEQUENCE_SCALE = 4.0
-"""Logit per unit of the history's share in the target's category (Bayes AUC ~0.77 alone)."""
+SEQUENCE_SCALE = 0.8
+"""Logit per history item in the target's category (Bayes AUC ~0.8 alone)."""
 
 
 @dataclass
 class Behaviour:
     """n rows of a target item and its history: target (n,), lengths (n,), history (sum of
-    lengths,) oldest first, match (n,) the share of the last max_len in the target's category."""
+    lengths,) oldest first, match (n,) how many of the last max_len are in the target's category
+    (a count, not a share: DIN's unnormalised attention keeps this intensity, a mean loses it)."""
 
     target: np.ndarray
     lengths: np.ndarray
@@ -76,7 +77,7 @@ def sample_behaviour(n: int, vocab: int, max_len: int, rng: np.random.Generator)
         target=target_cat + c * rng.integers(0, per_cat, n),
         lengths=lengths,
         history=cat + c * rng.integers(0, per_cat, row.size),
-        match=hits / np.minimum(lengths, max_len),
+        match=hits,
     )
 
 

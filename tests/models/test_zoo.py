@@ -15,6 +15,7 @@ from recsys_kdef.models.zoo.base import StudentInputs
 SMALL: dict[str, dict] = {
     "mlp": {"hidden_units": [8, 6]},
     "dcnv2": {"parallel_dnn_hidden_units": [8], "num_cross_layers": 2, "batch_norm": True},
+    "din": {"dnn_hidden_units": [8], "attention_hidden_units": [6], "batch_norm": True},
 }
 INPUTS = StudentInputs(num_sparse=4, num_dense=2, embedding_dim=5)
 

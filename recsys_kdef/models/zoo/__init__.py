@@ -17,6 +17,7 @@ from torch import nn
 from recsys_kdef.config.loading import from_dict
 from recsys_kdef.models.zoo.base import StackedStudents, StudentInputs
 from recsys_kdef.models.zoo.dcnv2 import DCNv2, DCNv2Params
+from recsys_kdef.models.zoo.din import DIN, DINParams
 from recsys_kdef.models.zoo.mlp import MLPParams, build_mlp
 
 
@@ -37,6 +38,7 @@ def stacked(student_cls: type[nn.Module]) -> Callable[[Any, StudentInputs, int],
 ARCHS: dict[str, Arch] = {
     "mlp": Arch("DNN (FuxiCTR); the KDEF students", MLPParams, build_mlp),
     "dcnv2": Arch("DCN V2, Wang et al., WWW 2021", DCNv2Params, stacked(DCNv2)),
+    "din": Arch("DIN, Zhou et al., KDD 2018", DINParams, stacked(DIN)),
 }
 
 

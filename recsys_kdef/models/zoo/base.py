@@ -67,7 +67,8 @@ class FieldEmbeddings(nn.Module):
 
 class MLPBlock(nn.Module):
     """FuxiCTR's MLP_Block: (Linear -> [BatchNorm] -> activation -> [Dropout]) per hidden layer,
-    then an optional Linear to `output_dim`; Xavier-normal weights, zero biases.
+    then an optional Linear to `output_dim`; Xavier-normal weights, zero biases. The
+    activation "dice" is DIN's Dice, one per layer of that layer's width.
 
     Example::
 
@@ -91,7 +92,7 @@ class MLPBlock(nn.Module):
             layers.append(nn.Linear(d_in, d_out))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(d_out))
-            layers.append(Activation(activation))
+            layers.append(Dice(d_out) if activation.lower() == "dice" else Activation(activation))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
         if output_dim is not None:
@@ -117,6 +118,20 @@ class Activation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ACTIVATIONS[self.name](x)
+
+
+class Dice(nn.Module):
+    """Dice (Zhou et al., KDD 2018, eq. 9), as FuxiCTR's: p = sigmoid(BN(x)) with BN unscaled
+    (eps 1e-9, momentum 0.01), f(x) = p * x + alpha * (1 - p) * x; (N, H) -> (N, H)."""
+
+    def __init__(self, input_dim: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(input_dim, affine=False, eps=1e-9, momentum=0.01)
+        self.alpha = nn.Parameter(torch.zeros(input_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(self.bn(x))
+        return p * x + self.alpha * (1 - p) * x
 
 
 def xavier_init(module: nn.Module) -> None:
