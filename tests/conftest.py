@@ -31,3 +31,25 @@ def tiny_dataset(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "tiny"
     generate(TINY, path)
     return path
+
+
+SEQ = SyntheticConfig(
+    rows=6000,
+    num_sparse=2,
+    num_multi=0,
+    num_dense=1,
+    vocab_size=64,
+    num_users=40,
+    sequence_len=4,
+    row_group_size=500,
+    files_per_split=2,
+    seed=9,
+)
+
+
+@pytest.fixture(scope="session")
+def seq_dataset(tmp_path_factory) -> Path:
+    """6,000 rows with a behaviour sequence hist_c1 (of c1, max_len 4), row groups of 500."""
+    path = tmp_path_factory.mktemp("data") / "seq"
+    generate(SEQ, path)
+    return path

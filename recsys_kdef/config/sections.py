@@ -66,6 +66,9 @@ class SyntheticConfig:
     """Hidden clusters per interacting field; pairs of fields add a C x C table term (0 or 1: none)."""
     base_ctr: float = 0.2
     """Approximate share of positive labels."""
+    sequence_len: int = 0
+    """> 0: a behaviour sequence field `hist_c1` (ids of c1, the target item; max_len this)
+    with a planted target-attention signal (recsys_kdef.data.synthetic.sample_behaviour)."""
     row_group_size: int = 8192
     files_per_split: int = 2
     seed: int = 2024
@@ -90,6 +93,7 @@ class SyntheticConfig:
         _check(self.zipf_exponent > 0, "synthetic.zipf_exponent must be > 0")
         _check(self.max_multi_len >= 1, "synthetic.max_multi_len must be >= 1")
         _check(0 < self.base_ctr < 1, "synthetic.base_ctr must be in (0, 1)")
+        _check(self.sequence_len >= 0, "synthetic.sequence_len must be >= 0 (0: no sequence)")
         _check(
             self.row_group_size >= 1 and self.files_per_split >= 1,
             "synthetic.row_group_size / files_per_split must be >= 1",

@@ -1,7 +1,10 @@
 """Rows of a CTR dataset as NumPy columns: decoded from Arrow, shuffled, cut into Batches.
 
 Sparse fields are jagged: per field a flat `values` array and per-row `lengths`, so single-
-and multi-valued fields (and null ids, which become empty bags) are handled alike.
+and multi-valued fields (and null ids, which become empty bags) are handled alike. A behaviour
+sequence becomes `max_len` positional features (`Schema.feature_names`): position i holds the
+i-th of the row's last min(len, max_len) ids (oldest first, left-aligned); positions past them
+are empty bags.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ from recsys_kdef.data.schema import DataError, Schema
 
 @dataclass
 class Columns:
-    """N rows: dense (N, Dd) float32, per sparse field (values, lengths), labels (N,), groups (N,)."""
+    """N rows: dense (N, Dd) float32, per KJT key (values, lengths), labels (N,), groups (N,).
+
+    The keys are `Schema.feature_names`: each sparse field, or each position of a sequence.
+    """
 
     dense: np.ndarray
     values: list[np.ndarray]
@@ -58,6 +64,11 @@ class Columns:
                     f"{where}: column '{f.name}' has id {bad}, outside [0, {f.vocab_size}) "
                     f"(vocab_size in schema.json); remap or hash ids into that range"
                 )
+            if f.sequence_of is not None:
+                positions = _positions(ids, lens, f.max_len)
+                values += [v for v, _ in positions]
+                lengths += [n for _, n in positions]
+                continue
             values.append(ids)
             lengths.append(lens)
         n = table.num_rows
@@ -79,8 +90,8 @@ class Columns:
         """Filler rows (id 0, zeros) for ranks that ran out of data in a collective evaluation."""
         return cls(
             dense=np.zeros((rows, len(schema.dense)), np.float32),
-            values=[np.zeros(rows, np.int64) for _ in schema.sparse],
-            lengths=[np.ones(rows, np.int32) for _ in schema.sparse],
+            values=[np.zeros(rows, np.int64) for _ in schema.feature_names],
+            lengths=[np.ones(rows, np.int32) for _ in schema.feature_names],
             labels=np.zeros(rows, np.float32),
             groups=None if schema.group is None else np.full(rows, -1, np.int64),
         )
@@ -132,6 +143,20 @@ class Columns:
             groups=None if self.groups is None else torch.from_numpy(self.groups),
             padding=padding,
         )
+
+
+def _positions(
+    ids: np.ndarray, lens: np.ndarray, max_len: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A jagged sequence (flat ids, per-row lengths) as max_len one-id features (values, lengths):
+    position i of a row holds the i-th of its last min(len, max_len) ids, or nothing."""
+    kept = np.minimum(lens, max_len)
+    first = np.cumsum(lens, dtype=np.int64) - kept  # where each row's kept ids start in `ids`
+    out = []
+    for i in range(max_len):
+        has = kept > i
+        out.append((ids[first[has] + i], has.astype(np.int32)))
+    return out
 
 
 def _labels(table: pa.Table, schema: Schema, where: str) -> np.ndarray:

@@ -136,7 +136,7 @@ class ParquetBatchReader:
                 f"{self.row_groups[0].path.parent}: fewer rows per rank than one batch of "
                 f"{self.batch_size}; lower data.batch_size"
             )
-        keys = self.schema.sparse_names
+        keys = self.schema.feature_names
         emitted = 0
         for cols in self._stream_batches():
             if emitted == steps:

@@ -2,6 +2,9 @@
 
 A dataset directory carries its schema as `schema.json` beside `train/`, `valid/`, `test/`.
 Sparse ids are integers in [0, vocab_size); a multi-valued field is a Parquet list column.
+A behaviour sequence (`sequence_of`) is a list column of the ids of another, single-valued
+field (the target item), oldest first; the model reads its last `max_len` ids as positional
+features `<name>#0 .. <name>#{max_len - 1}` looked up in the target's table.
 """
 
 from __future__ import annotations
@@ -22,12 +25,29 @@ class DataError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class SparseField:
-    """A categorical field: one id per row, or a bag of ids if `multi_valued`."""
+    """A categorical field: one id per row, or a bag of ids if `multi_valued`.
+
+    With `sequence_of` set, a user-behaviour sequence of the ids of that (target) field: a list
+    column (multi_valued), oldest first, of which the last `max_len` ids are kept. It has no
+    table of its own: position i is feature `<name>#i`, looked up in the target's table.
+    Students that do not read sequences see it as one pooled field (`pooling` of its positions).
+    """
 
     name: str
     vocab_size: int
     multi_valued: bool = False
     pooling: Literal["sum", "mean"] = "sum"
+    sequence_of: str | None = None
+    """The single-valued field (e.g. the target item id) whose ids and table this sequence shares."""
+    max_len: int = 0
+    """Positions kept of a sequence (its last ids); 0 for fields that are not sequences."""
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Its keys in a batch's KeyedJaggedTensor: the name, or `<name>#i` per position."""
+        if self.sequence_of is None:
+            return [self.name]
+        return [f"{self.name}#{i}" for i in range(self.max_len)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +84,25 @@ class Schema:
                 raise DataError(
                     f"schema: field name '{f.name}' may not contain '@' (TorchRec uses it in keys)"
                 )
+            _check_sequence(f, {g.name: g for g in self.sparse})
+        keys = self.feature_names
+        clash = {k for k in keys if keys.count(k) > 1}
+        if clash:
+            raise DataError(f"schema: sequence positions clash with field names: {sorted(clash)}")
 
     @property
     def sparse_names(self) -> list[str]:
         return [f.name for f in self.sparse]
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The keys of a batch's KeyedJaggedTensor: each field, or each position of a sequence."""
+        return [k for f in self.sparse for k in f.feature_names]
+
+    @property
+    def sequences(self) -> list[SparseField]:
+        """The behaviour-sequence fields, in schema order."""
+        return [f for f in self.sparse if f.sequence_of is not None]
 
     @property
     def dense_names(self) -> list[str]:
@@ -112,8 +147,11 @@ class Schema:
 
     def check_compatible(self, other: Schema, where: str) -> None:
         """Raise DataError unless `other` (e.g. a teacher's schema) has the same features."""
-        mine = [(f.name, f.vocab_size, f.multi_valued) for f in self.sparse] + self.dense_names
-        theirs = [(f.name, f.vocab_size, f.multi_valued) for f in other.sparse] + other.dense_names
+
+        def features(s: Schema) -> list:
+            return [(f.name, f.vocab_size, f.multi_valued, f.sequence_of) for f in s.sparse]
+
+        mine, theirs = features(self) + self.dense_names, features(other) + other.dense_names
         if mine != theirs:
             diff = sorted(set(map(str, mine)) ^ set(map(str, theirs)))
             raise DataError(
@@ -122,7 +160,7 @@ class Schema:
 
     def to_json(self) -> dict:
         return {
-            "sparse": [asdict(f) for f in self.sparse],
+            "sparse": [_field_json(f) for f in self.sparse],
             "dense": [asdict(f) for f in self.dense],
             "label": self.label,
             "group": self.group,
@@ -155,6 +193,42 @@ class Schema:
             return cls.from_json(json.loads(path.read_text()))
         except (KeyError, TypeError, json.JSONDecodeError) as e:
             raise DataError(f"{path}: not a valid schema: {e}") from e
+
+
+def _field_json(f: SparseField) -> dict:
+    """A sparse field as JSON; the sequence keys only for sequences (older files stay as they were)."""
+    data = asdict(f)
+    if f.sequence_of is None:
+        del data["sequence_of"], data["max_len"]
+    return data
+
+
+def _check_sequence(f: SparseField, fields: dict[str, SparseField]) -> None:
+    """Raise DataError naming `f` unless it is a valid sequence of a single-valued target (or none)."""
+    if f.sequence_of is None:
+        if f.max_len:
+            raise DataError(
+                f"schema: sparse field '{f.name}' sets max_len without sequence_of; "
+                "max_len applies to behaviour sequences only"
+            )
+        return
+    where = f"schema: sequence field '{f.name}' (sequence_of '{f.sequence_of}')"
+    target = fields.get(f.sequence_of)
+    if target is None:
+        raise DataError(f"{where}: no sparse field '{f.sequence_of}'; name the target item field")
+    if target.multi_valued or target.sequence_of is not None:
+        raise DataError(f"{where}: the target must be a single-valued field")
+    if target.vocab_size != f.vocab_size:
+        raise DataError(
+            f"{where}: vocab_size {f.vocab_size} differs from the target's {target.vocab_size}; "
+            "a sequence shares its target's table, so give both the same ids and vocab_size"
+        )
+    if not f.multi_valued:
+        raise DataError(f"{where}: a sequence is a list column; set multi_valued: true")
+    if f.max_len < 1:
+        raise DataError(f"{where}: needs max_len >= 1 (the positions kept), got {f.max_len}")
+    if "#" in f.name:
+        raise DataError(f"{where}: the name may not contain '#' (its positions are '<name>#i')")
 
 
 def _is_int(t: pa.DataType) -> bool:

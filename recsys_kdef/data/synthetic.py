@@ -7,6 +7,11 @@ a pair of fields adds M[cluster_a, cluster_b] from a random C x C table. Labels 
 the true probabilities on each split is the Bayes-optimal AUC; it is stored in
 schema.json under extra.bayes_auc.
 
+With `sequence_len` > 0 a behaviour sequence `hist_c1` (of field c1, the target item) plants a
+target-attention signal: c1's ids fall in hidden categories, each row's history mostly comes
+from two interest categories, and the logit grows with how many of the history's last
+`sequence_len` items are in the target item's category (`sample_behaviour`).
+
     python -m recsys_kdef.data.synthetic --config configs/demo.yaml [--force]
 """
 
@@ -33,6 +38,47 @@ from recsys_kdef.data.schema import DenseField, Schema, SparseField
 LOGIT_STD = 1.5
 SHARES = {"single": 0.45, "multi": 0.15, "dense": 0.15, "pairs": 0.25}
 CHUNK_ROWS = 1 << 18
+SEQUENCE_CATEGORIES = 32
+"""Hidden categories of the target item's ids (id % categories) in the behaviour signal."""
+SEQUENCE_SCALE = 0.8
+"""Logit per history item in the target's category (Bayes AUC ~0.8 alone)."""
+
+
+@dataclass
+class Behaviour:
+    """n rows of a target item and its history: target (n,), lengths (n,), history (sum of
+    lengths,) oldest first, match (n,) how many of the last max_len are in the target's category
+    (a count, not a share: DIN's unnormalised attention keeps this intensity, a mean loses it)."""
+
+    target: np.ndarray
+    lengths: np.ndarray
+    history: np.ndarray
+    match: np.ndarray
+
+
+def sample_behaviour(n: int, vocab: int, max_len: int, rng: np.random.Generator) -> Behaviour:
+    """Rows with two interest categories each: 80% of the 1..ceil(1.5 max_len) history items and
+    half the targets come from them, the rest uniformly; item = category + C * uniform."""
+    c = min(SEQUENCE_CATEGORIES, vocab)
+    per_cat = vocab // c
+    interests = rng.integers(0, c, (n, 2))
+    lengths = rng.integers(1, -(-3 * max_len // 2) + 1, n)
+    row = np.repeat(np.arange(n), lengths)
+    pick = interests[row, rng.integers(0, 2, row.size)]
+    cat = np.where(rng.random(row.size) < 0.8, pick, rng.integers(0, c, row.size))
+    target_cat = np.where(
+        rng.random(n) < 0.5, interests[np.arange(n), rng.integers(0, 2, n)], rng.integers(0, c, n)
+    )
+    ends = np.cumsum(lengths)
+    from_end = np.repeat(ends, lengths) - 1 - np.arange(row.size)  # 0 for the newest item
+    seen = from_end < max_len  # what the model reads
+    hits = np.bincount(row, weights=seen & (cat == target_cat[row]), minlength=n)
+    return Behaviour(
+        target=target_cat + c * rng.integers(0, per_cat, n),
+        lengths=lengths,
+        history=cat + c * rng.integers(0, per_cat, row.size),
+        match=hits,
+    )
 
 
 @dataclass
@@ -75,6 +121,17 @@ def build_schema(cfg: SyntheticConfig) -> Schema:
         SparseField(f"m{i + 1}", cfg.vocab_size, multi_valued=True, pooling="mean")
         for i in range(cfg.num_multi)
     ]
+    if cfg.sequence_len:
+        sparse.append(
+            SparseField(
+                "hist_c1",
+                cfg.vocab_size,
+                multi_valued=True,
+                pooling="mean",
+                sequence_of="c1",
+                max_len=cfg.sequence_len,
+            )
+        )
     dense = [DenseField(f"d{i + 1}") for i in range(cfg.num_dense)]
     return Schema(sparse=tuple(sparse), dense=tuple(dense), label="label", group="user_id")
 
@@ -82,10 +139,12 @@ def build_schema(cfg: SyntheticConfig) -> Schema:
 def plant_signal(cfg: SyntheticConfig, schema: Schema, rng: np.random.Generator) -> PlantedSignal:
     """Draw the ground truth, scaled so each component carries its share of the logit variance."""
     single = [f.name for f in schema.sparse if not f.multi_valued]
-    multi = [f.name for f in schema.sparse if f.multi_valued]
+    multi = [f.name for f in schema.sparse if f.multi_valued and f.sequence_of is None]
     var = LOGIT_STD**2
     weights = {}
     for f in schema.sparse:
+        if f.sequence_of is not None:  # the behaviour signal is its own term (sample_behaviour)
+            continue
         share = (
             SHARES["single"] / len(single)
             if not f.multi_valued
@@ -139,6 +198,8 @@ def sample_rows(
     cols: dict[str, np.ndarray] = {}
     bags: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for f in schema.sparse:
+        if f.sequence_of is not None:
+            continue
         if f.multi_valued:
             lengths = rng.integers(1, cfg.max_multi_len + 1, n)
             offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -148,12 +209,26 @@ def sample_rows(
             )
         else:
             cols[f.name] = zipf_ids(n, f.vocab_size, cfg.zipf_exponent, perms[f.name], rng)
+    behaviour = None
+    if cfg.sequence_len:
+        behaviour = sample_behaviour(n, cfg.vocab_size, cfg.sequence_len, rng)
+        cols["c1"] = behaviour.target
     dense = rng.normal(0, 1, (n, cfg.num_dense)).astype(np.float32)
-    prob = 1 / (1 + np.exp(-signal.logit(cols, bags, dense)))
+    logit = signal.logit(cols, bags, dense)
+    if behaviour is not None:
+        logit += SEQUENCE_SCALE * behaviour.match
+    prob = 1 / (1 + np.exp(-logit))
     label = (rng.random(n) < prob).astype(np.float32)
     arrays, names = [], []
     for f in schema.sparse:
-        if f.multi_valued:
+        if f.sequence_of is not None:
+            offsets = np.concatenate([[0], np.cumsum(behaviour.lengths)])
+            arrays.append(
+                pa.ListArray.from_arrays(
+                    pa.array(offsets.astype(np.int32)), pa.array(behaviour.history)
+                )
+            )
+        elif f.multi_valued:
             offsets, values = bags[f.name]
             arrays.append(
                 pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))

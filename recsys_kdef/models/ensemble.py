@@ -16,7 +16,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from recsys_kdef.config import ModelConfig
 from recsys_kdef.data.schema import Schema
 from recsys_kdef.models.fusion import HiddenFusion
-from recsys_kdef.models.sparse import SparseArch, build_embedding_tables
+from recsys_kdef.models.sparse import SequenceCut, SparseArch, build_embedding_tables
 from recsys_kdef.models.students import StudentTowers, build_student_towers, student_groups
 
 
@@ -57,7 +57,9 @@ class EnsembleModel(nn.Module):
 
     The sparse arch's (B, T) output is cut into one (n_in, B, F, D_g) tensor per student group
     (n_in = the group's n students with per-model tables, 1 with shared ones); the groups
-    compute logits (K, B) and hidden vectors (K, B, H).
+    compute logits (K, B) and hidden vectors (K, B, H). With behaviour sequences in the schema,
+    `cut` pools each sequence into its field and also gives the sequences (n_in, B, S, L, D_g)
+    and their mask (B, S, L), which groups that read sequences receive.
 
     Example::
 
@@ -71,12 +73,14 @@ class EnsembleModel(nn.Module):
         towers: StudentTowers,
         group_slices: list[tuple[int, int, int, int]],
         fusion: nn.Module | None = None,
+        cut: SequenceCut | None = None,
     ) -> None:
         super().__init__()
         self.sparse_arch = sparse_arch
         self.towers = towers
         self.fusion = fusion
-        self._slices = group_slices  # per group: (first column, n_in, F, D)
+        self.cut = cut
+        self._slices = group_slices  # per group: (first column, n_in, Nf, D)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> EnsembleOutput:
         emb = self.sparse_arch(sparse)  # (B, T)
@@ -84,8 +88,14 @@ class EnsembleModel(nn.Module):
         per_group = [
             emb[:, start : start + n * f * d].view(batch, n, f, d).transpose(0, 1)
             for start, n, f, d in self._slices
-        ]  # each (n_in, B, F, D)
-        logits, hidden = self.towers(per_group, dense)  # (K, B), (K, B, H)
+        ]  # each (n_in, B, Nf, D): the features of the students' tables
+        sequences = None
+        if self.cut is not None and self.cut.num_sequences:
+            mask = self.cut.mask(sparse)  # (B, S, L)
+            cuts = [self.cut(x, mask) for x in per_group]
+            per_group = [fields for fields, _ in cuts]  # each (n_in, B, F, D)
+            sequences = [(seq, mask) for _, seq in cuts]  # (n_in, B, S, L, D), (B, S, L)
+        logits, hidden = self.towers(per_group, dense, sequences)  # (K, B), (K, B, H)
         out = EnsembleOutput(logits=logits.t(), hidden=hidden.transpose(0, 1), embeddings=emb)
         if self.fusion is not None:
             out.fused_logit, out.fusion_weights = self.fusion(out.logits, out.hidden)
@@ -100,7 +110,8 @@ def build_model(
     dims = [g.embedding_dim for g in groups for _ in range(g.count)]
     tables = build_embedding_tables(schema, dims, cfg.embedding_mode, cfg.embedding_init_range)
     ebc = EmbeddingBagCollection(tables=tables, device=device or torch.device("meta"))
-    num_fields = len(schema.sparse)
+    cut = SequenceCut(schema)
+    num_fields = cut.num_features  # per student: the features of its tables
     slices, start = [], 0
     for g in groups:
         if cfg.embedding_mode == "per_model":
@@ -114,4 +125,4 @@ def build_model(
         fusion = HiddenFusion.named(
             cfg.fusion.name, cfg.num_students, towers.output_dim, cfg.fusion.stop_gradient
         )
-    return EnsembleModel(SparseArch(ebc), towers, slices, fusion)
+    return EnsembleModel(SparseArch(ebc), towers, slices, fusion, cut if schema.sequences else None)

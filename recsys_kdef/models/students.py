@@ -79,11 +79,19 @@ class StudentTowers(nn.Module):
         self.output_dim = max(g.output_dim for g in groups)
 
     def forward(
-        self, embeddings: list[torch.Tensor], dense: torch.Tensor
+        self,
+        embeddings: list[torch.Tensor],
+        dense: torch.Tensor,
+        sequences: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per group (n_in, B, F, D) fields, (B, Dd) dense and, for groups that read them
+        (`reads_sequence`), (n_in, B, S, L, D) sequences with their (B, S, L) mask."""
         logits, hidden = [], []
-        for group, emb in zip(self.groups, embeddings):
-            lg, h = group(emb, dense)  # (n, B), (n, B, H_g)
+        for i, (group, emb) in enumerate(zip(self.groups, embeddings)):
+            if sequences is not None and getattr(group, "reads_sequence", False):
+                lg, h = group(emb, dense, *sequences[i])
+            else:
+                lg, h = group(emb, dense)  # (n, B), (n, B, H_g)
             logits.append(lg)
             hidden.append(F.pad(h, (0, self.output_dim - h.shape[-1])))
         if len(self.groups) == 1:
@@ -93,9 +101,11 @@ class StudentTowers(nn.Module):
 
 def build_student_towers(cfg: ModelConfig, schema: Schema) -> StudentTowers:
     """The towers of every group `cfg` declares, for `schema`'s fields."""
+    names = schema.sparse_names
+    sequences = tuple((names.index(s.name), names.index(s.sequence_of)) for s in schema.sequences)
     groups = []
     for i, g in enumerate(student_groups(cfg)):
-        inputs = StudentInputs(len(schema.sparse), len(schema.dense), g.embedding_dim)
+        inputs = StudentInputs(len(schema.sparse), len(schema.dense), g.embedding_dim, sequences)
         where = "model.tower" if cfg.students is None else f"model.students[{i}]"
         groups.append(build_student_group(g.spec.arch, g.spec.params, inputs, g.count, where))
     return StudentTowers(groups)

@@ -34,6 +34,7 @@ SMALL: dict[str, dict] = {
         "block2_hidden_units": [4],
         "use_feature_gating": True,
     },
+    "din": {"dnn_hidden_units": [8], "attention_hidden_units": [6], "batch_norm": True},
 }
 INPUTS = StudentInputs(num_sparse=4, num_dense=2, embedding_dim=5)
 

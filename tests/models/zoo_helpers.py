@@ -181,3 +181,56 @@ def fuxictr_mlp_block_params(
     Linear(., output_dim) unless output_dim is None."""
     sizes = [in_dim, *hidden] + ([output_dim] if output_dim is not None else [])
     return sum(a * b + b for a, b in zip(sizes, sizes[1:])) + (2 * sum(hidden) if batch_norm else 0)
+
+
+def behaviour(n: int = 30_000, vocab: int = 256, max_len: int = 10, seed: int = 0) -> Planted:
+    """The planted target-attention signal of recsys_kdef.data.synthetic.sample_behaviour: the
+    click logit is 0.8 x how many of the last `max_len` history items are in the target's
+    category (32 hidden categories). ids (N, 1 + 2L) pack [target, history (L, -1 past its
+    end), mask (L)]; no dense features. A mean of the history keeps shares, not counts (and
+    32 categories' shares poorly in D = 8); unnormalised attention sums the matching items."""
+    import numpy as np
+
+    from recsys_kdef.data.synthetic import SEQUENCE_SCALE, sample_behaviour
+
+    rng = np.random.default_rng(seed)
+    b = sample_behaviour(n, vocab, max_len, rng)
+    kept = np.minimum(b.lengths, max_len)
+    first = np.cumsum(b.lengths) - kept
+    pos = np.arange(max_len)
+    mask = pos[None, :] < kept[:, None]  # (N, L), the last ids left-aligned
+    hist = np.where(mask, b.history[np.minimum(first[:, None] + pos, b.history.size - 1)], -1)
+    logit = SEQUENCE_SCALE * (b.match - b.match.mean()) - 1.0
+    prob = torch.sigmoid(torch.from_numpy(logit)).float()
+    labels = torch.bernoulli(prob, generator=torch.Generator().manual_seed(seed))
+    ids = np.concatenate([b.target[:, None], hist, mask], axis=1)
+    return Planted(torch.from_numpy(ids).long(), torch.zeros(n, 0), labels, prob, vocab)
+
+
+class SequenceLookup(nn.Module):
+    """One nn.Embedding for the target and its history -> one group: fields (B, 2, D) = [target,
+    mean of the history]; groups that read sequences also get (B, 1, L, D) and mask (B, 1, L)."""
+
+    def __init__(self, group: nn.Module, vocab: int, dim: int) -> None:
+        super().__init__()
+        self.table = nn.Embedding(vocab, dim)
+        nn.init.uniform_(self.table.weight, -0.05, 0.05)
+        self.group = group
+
+    def forward(self, ids: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        length = (ids.shape[1] - 1) // 2
+        mask = ids[:, 1 + length :].bool()  # (B, L)
+        seq = self.table(ids[:, 1 : 1 + length].clamp(min=0)) * mask.unsqueeze(-1)  # (B, L, D)
+        pooled = seq.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)  # (B, D)
+        fields = torch.stack([self.table(ids[:, 0]), pooled], dim=1).unsqueeze(0)  # (1, B, 2, D)
+        if getattr(self.group, "reads_sequence", False):
+            logits, _ = self.group(fields, dense, seq[None, :, None], mask[:, None])
+        else:
+            logits, _ = self.group(fields, dense)
+        return logits
+
+
+def build_sequence(arch: str, params: dict, data: Planted, dim: int = 8) -> SequenceLookup:
+    inputs = StudentInputs(2, 0, dim, sequences=((1, 0),))
+    group = build_student_group(arch, params, inputs, 1, f"test {arch}")
+    return SequenceLookup(group, data.vocab, dim)

@@ -19,6 +19,7 @@ from recsys_kdef.models.zoo.base import StackedStudents, StudentInputs
 from recsys_kdef.models.zoo.dcn import DCN, DCNParams
 from recsys_kdef.models.zoo.dcnv2 import DCNv2, DCNv2Params
 from recsys_kdef.models.zoo.deepfm import DeepFM, DeepFMParams
+from recsys_kdef.models.zoo.din import DIN, DINParams
 from recsys_kdef.models.zoo.ecn import ECN, ECNParams
 from recsys_kdef.models.zoo.final import Final, FinalParams
 from recsys_kdef.models.zoo.finalmlp import FinalMLP, FinalMLPParams
@@ -53,6 +54,7 @@ ARCHS: dict[str, Arch] = {
     "ecn": Arch("ECN of DCNv3, Li et al., arXiv 2024", ECNParams, stacked(ECN)),
     "final": Arch("FINAL, Zhu et al., SIGIR 2023", FinalParams, stacked(Final)),
     "finalmlp": Arch("FinalMLP, Mao et al., AAAI 2023", FinalMLPParams, stacked(FinalMLP)),
+    "din": Arch("DIN, Zhou et al., KDD 2018", DINParams, stacked(DIN)),
 }
 
 

@@ -8,6 +8,8 @@ FuxiCTR's model of the same hyperparameters directly):
 
 `StackedStudents` turns n copies into one group whose parameters lead with n and whose
 forward is one `torch.func.vmap` over the copies: (n_in, B, F, D) -> (n, B), (n, B, H).
+An architecture with `reads_sequence = True` also takes the behaviour sequences:
+forward(emb, dense, seq (B, S, L, D), mask (B, S, L)) (StackedStudents: (n_in, B, S, L, D)).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ class StudentInputs:
     num_sparse: int
     num_dense: int
     embedding_dim: int
+    sequences: tuple[tuple[int, int], ...] = ()
+    """Behaviour sequences as (sequence field, target field) positions among the F fields, in
+    the order of the (B, S, L, D) sequences an arch that `reads_sequence` receives."""
 
     @property
     def num_fields(self) -> int:
@@ -62,7 +67,8 @@ class FieldEmbeddings(nn.Module):
 
 class MLPBlock(nn.Module):
     """FuxiCTR's MLP_Block: (Linear -> [BatchNorm] -> activation -> [Dropout]) per hidden layer,
-    then an optional Linear to `output_dim`; Xavier-normal weights, zero biases.
+    then an optional Linear to `output_dim`; Xavier-normal weights, zero biases. The
+    activation "dice" is DIN's Dice, one per layer of that layer's width.
 
     Example::
 
@@ -86,7 +92,7 @@ class MLPBlock(nn.Module):
             layers.append(nn.Linear(d_in, d_out))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(d_out))
-            layers.append(Activation(activation))
+            layers.append(Dice(d_out) if activation.lower() == "dice" else Activation(activation))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
         if output_dim is not None:
@@ -112,6 +118,20 @@ class Activation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ACTIVATIONS[self.name](x)
+
+
+class Dice(nn.Module):
+    """Dice (Zhou et al., KDD 2018, eq. 9), as FuxiCTR's: p = sigmoid(BN(x)) with BN unscaled
+    (eps 1e-9, momentum 0.01), f(x) = p * x + alpha * (1 - p) * x; (N, H) -> (N, H)."""
+
+    def __init__(self, input_dim: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(input_dim, affine=False, eps=1e-9, momentum=0.01)
+        self.alpha = nn.Parameter(torch.zeros(input_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(self.bn(x))
+        return p * x + self.alpha * (1 - p) * x
 
 
 def xavier_init(module: nn.Module) -> None:
@@ -144,6 +164,7 @@ class StackedStudents(nn.Module):
         params, buffers = stack_module_state(copies)
         self.num_students = count
         self.output_dim = copies[0].output_dim
+        self.reads_sequence = getattr(copies[0], "reads_sequence", False)
         self.stacked = nn.ParameterDict({_key(k): nn.Parameter(v) for k, v in params.items()})
         for k, v in buffers.items():
             self.register_buffer(f"buf__{_key(k)}", v)
@@ -158,19 +179,27 @@ class StackedStudents(nn.Module):
         self._skeleton[0].train(mode)
         return self
 
-    def forward(self, emb: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        emb: torch.Tensor,
+        dense: torch.Tensor,
+        seq: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         params = {k: self.stacked[_key(k)] for k in self._param_names}
         buffers = {k: getattr(self, f"buf__{_key(k)}") for k in self._buffer_names}
         skeleton = self._skeleton[0]
 
-        def one(p, b, e, x):
-            return functional_call(skeleton, (p, b), (e, x))
+        def one(p, b, e, x, *sequences):
+            return functional_call(skeleton, (p, b), (e, x, *sequences))
 
         emb_dim = 0 if emb.shape[0] == self.num_students and self.num_students > 1 else None
         if emb_dim is None:
             emb = emb[0]  # a shared (1, B, F, D) input, the same for every student
-        logit, hidden = vmap(one, in_dims=(0, 0, emb_dim, None), randomness="different")(
-            params, buffers, emb, dense
+            seq = None if seq is None else seq[0]
+        extra, dims = ((seq, mask), (emb_dim, None)) if seq is not None else ((), ())
+        logit, hidden = vmap(one, in_dims=(0, 0, emb_dim, None, *dims), randomness="different")(
+            params, buffers, emb, dense, *extra
         )
         return logit, hidden  # (n, B), (n, B, H)
 
