@@ -14,6 +14,14 @@ from recsys_kdef.models.zoo.base import StudentInputs
 # small hyperparameters per architecture, so the tests run in seconds
 SMALL: dict[str, dict] = {
     "mlp": {"hidden_units": [8, 6]},
+    "autoint": {
+        "dnn_hidden_units": [6],
+        "attention_dim": 4,
+        "num_heads": 2,
+        "layer_norm": True,
+        "batch_norm": True,
+        "use_scale": True,
+    },
     "dcnv2": {"parallel_dnn_hidden_units": [8], "num_cross_layers": 2, "batch_norm": True},
     "ecn": {"num_cross_layers": 2, "batch_norm": True, "num_heads": 1},
     "finalmlp": {

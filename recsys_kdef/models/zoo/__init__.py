@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from recsys_kdef.config.loading import from_dict
+from recsys_kdef.models.zoo.autoint import AutoInt, AutoIntParams
 from recsys_kdef.models.zoo.base import StackedStudents, StudentInputs
 from recsys_kdef.models.zoo.dcnv2 import DCNv2, DCNv2Params
 from recsys_kdef.models.zoo.ecn import ECN, ECNParams
@@ -39,6 +40,7 @@ def stacked(student_cls: type[nn.Module]) -> Callable[[Any, StudentInputs, int],
 
 ARCHS: dict[str, Arch] = {
     "mlp": Arch("DNN (FuxiCTR); the KDEF students", MLPParams, build_mlp),
+    "autoint": Arch("AutoInt+, Song et al., CIKM 2019", AutoIntParams, stacked(AutoInt)),
     "dcnv2": Arch("DCN V2, Wang et al., WWW 2021", DCNv2Params, stacked(DCNv2)),
     "ecn": Arch("ECN of DCNv3, Li et al., arXiv 2024", ECNParams, stacked(ECN)),
     "final": Arch("FINAL, Zhu et al., SIGIR 2023", FinalParams, stacked(Final)),
