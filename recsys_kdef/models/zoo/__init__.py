@@ -18,6 +18,7 @@ from recsys_kdef.config.loading import from_dict
 from recsys_kdef.models.zoo.autoint import AutoInt, AutoIntParams
 from recsys_kdef.models.zoo.base import StackedStudents, StudentInputs
 from recsys_kdef.models.zoo.dcnv2 import DCNv2, DCNv2Params
+from recsys_kdef.models.zoo.dhen import DHEN, DHENParams
 from recsys_kdef.models.zoo.ecn import ECN, ECNParams
 from recsys_kdef.models.zoo.final import Final, FinalParams
 from recsys_kdef.models.zoo.finalmlp import FinalMLP, FinalMLPParams
@@ -42,6 +43,7 @@ ARCHS: dict[str, Arch] = {
     "mlp": Arch("DNN (FuxiCTR); the KDEF students", MLPParams, build_mlp),
     "autoint": Arch("AutoInt+, Song et al., CIKM 2019", AutoIntParams, stacked(AutoInt)),
     "dcnv2": Arch("DCN V2, Wang et al., WWW 2021", DCNv2Params, stacked(DCNv2)),
+    "dhen": Arch("DHEN, Zhang et al., arXiv 2022", DHENParams, stacked(DHEN)),
     "ecn": Arch("ECN of DCNv3, Li et al., arXiv 2024", ECNParams, stacked(ECN)),
     "final": Arch("FINAL, Zhu et al., SIGIR 2023", FinalParams, stacked(Final)),
     "finalmlp": Arch("FinalMLP, Mao et al., AAAI 2023", FinalMLPParams, stacked(FinalMLP)),
