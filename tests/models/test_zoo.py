@@ -20,6 +20,16 @@ SMALL: dict[str, dict] = {
     "dcnv2": {"parallel_dnn_hidden_units": [8], "num_cross_layers": 2, "batch_norm": True},
     "xdeepfm": {"dnn_hidden_units": [8], "cin_hidden_units": [4, 3], "batch_norm": True},
     "pnn": {"hidden_units": [8], "batch_norm": True, "net_dropout": 0.1},
+    "autoint": {
+        "dnn_hidden_units": [6],
+        "attention_dim": 4,
+        "num_heads": 2,
+        "layer_norm": True,
+        "batch_norm": True,
+        "use_scale": True,
+    },
+    "dcnv2": {"parallel_dnn_hidden_units": [8], "num_cross_layers": 2, "batch_norm": True},
+    "dhen": {"modules": ["self_attention", "linear", "cross"]},
     "ecn": {"num_cross_layers": 2, "batch_norm": True, "num_heads": 1},
     "finalmlp": {
         "mlp1_hidden_units": [8, 6],

@@ -15,10 +15,12 @@ from typing import Any
 from torch import nn
 
 from recsys_kdef.config.loading import from_dict
+from recsys_kdef.models.zoo.autoint import AutoInt, AutoIntParams
 from recsys_kdef.models.zoo.base import StackedStudents, StudentInputs
 from recsys_kdef.models.zoo.dcn import DCN, DCNParams
 from recsys_kdef.models.zoo.dcnv2 import DCNv2, DCNv2Params
 from recsys_kdef.models.zoo.deepfm import DeepFM, DeepFMParams
+from recsys_kdef.models.zoo.dhen import DHEN, DHENParams
 from recsys_kdef.models.zoo.din import DIN, DINParams
 from recsys_kdef.models.zoo.ecn import ECN, ECNParams
 from recsys_kdef.models.zoo.final import Final, FinalParams
@@ -51,6 +53,9 @@ ARCHS: dict[str, Arch] = {
     "dcnv2": Arch("DCN V2, Wang et al., WWW 2021", DCNv2Params, stacked(DCNv2)),
     "xdeepfm": Arch("xDeepFM, Lian et al., KDD 2018", XDeepFMParams, stacked(XDeepFM)),
     "pnn": Arch("IPNN, Qu et al., ICDM 2016", PNNParams, stacked(PNN)),
+    "autoint": Arch("AutoInt+, Song et al., CIKM 2019", AutoIntParams, stacked(AutoInt)),
+    "dcnv2": Arch("DCN V2, Wang et al., WWW 2021", DCNv2Params, stacked(DCNv2)),
+    "dhen": Arch("DHEN, Zhang et al., arXiv 2022", DHENParams, stacked(DHEN)),
     "ecn": Arch("ECN of DCNv3, Li et al., arXiv 2024", ECNParams, stacked(ECN)),
     "final": Arch("FINAL, Zhu et al., SIGIR 2023", FinalParams, stacked(Final)),
     "finalmlp": Arch("FinalMLP, Mao et al., AAAI 2023", FinalMLPParams, stacked(FinalMLP)),
