@@ -28,7 +28,6 @@ SMALL: dict[str, dict] = {
         "batch_norm": True,
         "use_scale": True,
     },
-    "dcnv2": {"parallel_dnn_hidden_units": [8], "num_cross_layers": 2, "batch_norm": True},
     "dhen": {"modules": ["self_attention", "linear", "cross"]},
     "ecn": {"num_cross_layers": 2, "batch_norm": True, "num_heads": 1},
     "finalmlp": {

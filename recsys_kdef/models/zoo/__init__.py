@@ -54,7 +54,6 @@ ARCHS: dict[str, Arch] = {
     "xdeepfm": Arch("xDeepFM, Lian et al., KDD 2018", XDeepFMParams, stacked(XDeepFM)),
     "pnn": Arch("IPNN, Qu et al., ICDM 2016", PNNParams, stacked(PNN)),
     "autoint": Arch("AutoInt+, Song et al., CIKM 2019", AutoIntParams, stacked(AutoInt)),
-    "dcnv2": Arch("DCN V2, Wang et al., WWW 2021", DCNv2Params, stacked(DCNv2)),
     "dhen": Arch("DHEN, Zhang et al., arXiv 2022", DHENParams, stacked(DHEN)),
     "ecn": Arch("ECN of DCNv3, Li et al., arXiv 2024", ECNParams, stacked(ECN)),
     "final": Arch("FINAL, Zhu et al., SIGIR 2023", FinalParams, stacked(Final)),
