@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from zoo_helpers import PLAIN_MLP, build, equal_param_mlp, fit, three_way, tower_params
+from zoo_helpers import (
+    against_equal_mlp,
+    three_way,
+)
 
 from recsys_kdef.models.zoo.base import StudentInputs
 from recsys_kdef.models.zoo.dcnv2 import CrossNetMix, DCNv2, DCNv2Params
@@ -75,11 +78,8 @@ def test_low_rank_mixture_equals_fuxictrs_per_expert_loop():
 
 def test_learns_a_three_way_interaction_an_mlp_of_equal_size_misses():
     data = three_way(n=30_000)
-    dcn = build("dcnv2", {"model_structure": "crossnet_only", "num_cross_layers": 2}, data)
-    dcn_auc, bayes = fit(dcn, data, 20_000, epochs=4)
-    hidden = equal_param_mlp(tower_params(dcn), data)
-    mlp = build("mlp", {"hidden_units": hidden, **PLAIN_MLP}, data)
-    mlp_auc, _ = fit(mlp, data, 20_000, epochs=4)
-    assert abs(tower_params(mlp) - tower_params(dcn)) < 0.05 * tower_params(dcn)
+    dcn_auc, mlp_auc, bayes = against_equal_mlp(
+        "dcnv2", {"model_structure": "crossnet_only", "num_cross_layers": 2}, data
+    )
     assert dcn_auc > bayes - 0.006, (dcn_auc, bayes)
     assert dcn_auc > mlp_auc + 0.005, (dcn_auc, mlp_auc)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from zoo_helpers import PLAIN_MLP, build, equal_param_mlp, fit, three_way, tower_params
+from zoo_helpers import (
+    against_equal_mlp,
+    three_way,
+)
 
 from recsys_kdef.models.zoo.base import StudentInputs
 from recsys_kdef.models.zoo.final import FactorizedInteraction, Final, FinalParams
@@ -80,13 +83,6 @@ def test_learns_a_three_way_interaction_an_mlp_of_equal_size_misses():
     # with h1 * h2 replaced by h1 (a linear block) FINAL falls to ~0.61
     data = three_way(n=30_000)
     params = {"block_type": "1B", "block1_hidden_units": [16, 16], "batch_norm": False}
-    torch.manual_seed(0)  # initialisations independent of the tests run before
-    final = build("final", params, data)
-    final_auc, bayes = fit(final, data, 20_000, epochs=4)
-    hidden = equal_param_mlp(tower_params(final), data)
-    torch.manual_seed(0)
-    mlp = build("mlp", {"hidden_units": hidden, **PLAIN_MLP}, data)
-    mlp_auc, _ = fit(mlp, data, 20_000, epochs=4)
-    assert abs(tower_params(mlp) - tower_params(final)) < 0.05 * tower_params(final)
+    final_auc, mlp_auc, bayes = against_equal_mlp("final", params, data)
     assert final_auc > bayes - 0.008, (final_auc, bayes)
     assert final_auc > mlp_auc + 0.007, (final_auc, mlp_auc)

@@ -234,3 +234,20 @@ def build_sequence(arch: str, params: dict, data: Planted, dim: int = 8) -> Sequ
     inputs = StudentInputs(2, 0, dim, sequences=((1, 0),))
     group = build_student_group(arch, params, inputs, 1, f"test {arch}")
     return SequenceLookup(group, data.vocab, dim)
+
+
+def against_equal_mlp(
+    arch: str, params: dict, data: Planted, n_train: int = 20_000, epochs: int = 4
+) -> tuple[float, float, float]:
+    """(arch's test AUC, the AUC of an MLP with as many parameters trained alike, Bayes AUC);
+    both initialised from seed 0, so the result does not depend on the tests run before."""
+    torch.manual_seed(0)
+    model = build(arch, params, data)
+    arch_auc, bayes = fit(model, data, n_train, epochs=epochs)
+    torch.manual_seed(0)
+    hidden = equal_param_mlp(tower_params(model), data)
+    mlp = build("mlp", {"hidden_units": hidden, **PLAIN_MLP}, data)
+    assert abs(tower_params(mlp) - tower_params(model)) < 0.05 * tower_params(model)
+    mlp_auc, _ = fit(mlp, data, n_train, epochs=epochs)
+    print(f"{arch} {params}: {arch_auc:.4f}; MLP {hidden}: {mlp_auc:.4f}; Bayes {bayes:.4f}")
+    return arch_auc, mlp_auc, bayes
