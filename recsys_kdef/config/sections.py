@@ -295,9 +295,17 @@ class TrainConfig:
     """auto: continue from the newest complete checkpoint in output_dir (a fresh start if none);
     a path: from that checkpoint (a step-* directory, or a run / checkpoints directory's newest)."""
     nonfinite: Literal["raise", "skip"] = "raise"
-    """A NaN/inf loss: raise (stop with the step and loss components) or skip the batch and count it."""
+    """A NaN/inf loss: raise (stop with the first bad step and its loss components, found at
+    the next log_every_steps, validation or checkpoint: no host sync per step) or skip the
+    batch and count it (a per-step decision: one all-reduce and host sync per step)."""
     progress_bar: bool = True
     log_every_steps: int = 50
+    """Steps between reads of the (device) loss for the progress bar and non-finite checks."""
+    pipeline: bool = False
+    """Drive training and evaluation through TorchRec's TrainPipelineSparseDist: batch i+1's
+    copy to the device and embedding input all-to-all overlap batch i's step (same results
+    as the plain loop). Runs on CPU / gloo as well (without overlap there); a model TorchRec
+    cannot trace falls back to the plain loop, with a logged warning."""
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys_kdef.data.schema import Schema
 
@@ -73,8 +73,13 @@ class SparseArch(nn.Module):
             raise ValueError(f"{len(configs)} tables cannot form {num_groups} equal groups")
 
     def forward(self, features: KeyedJaggedTensor) -> torch.Tensor:
-        pooled = self.embedding_bag_collection(features)
-        values = pooled.values()  # (B, K_e * F * D), tables in declaration order
-        if pooled.keys() != self._keys:  # a sharded collection may regroup its outputs
-            values = torch.cat([pooled[k] for k in self._keys], dim=1)
+        values = _values_in_order(self.embedding_bag_collection(features), self._keys)
         return values.view(values.shape[0], self.num_groups, -1)
+
+
+@torch.fx.wrap  # one node when TorchRec's train pipeline traces the model (it branches on keys)
+def _values_in_order(pooled: KeyedTensor, keys: list[str]) -> torch.Tensor:
+    """(B, K_e * F * D) pooled values with the tables in declaration order (`keys`)."""
+    if pooled.keys() == keys:
+        return pooled.values()
+    return torch.cat([pooled[k] for k in keys], dim=1)  # a sharded collection may regroup
