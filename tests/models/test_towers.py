@@ -1,3 +1,6 @@
+import copy
+from functools import partial
+
 import pytest
 import torch
 from torch import nn
@@ -92,3 +95,56 @@ def test_students_are_initialised_independently_and_gradients_stay_separate():
     logits[0].sum().backward()
     assert towers.weights[0].grad[0].abs().sum() > 0
     assert towers.weights[0].grad[1].abs().sum() == 0
+
+
+def composed_forward(towers: BatchedMLP, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training forward as plain autograd ops: Linear -> norm -> ReLU -> nn.Dropout per layer."""
+    h = x
+    for weight, bias, norm in zip(towers.weights, towers.biases, towers.norms):
+        h = towers.dropout(torch.relu(norm(torch.matmul(h, weight) + bias)))
+    return torch.baddbmm(towers.head_bias, h, towers.head_weight).squeeze(-1), h
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_the_fused_norm_relu_dropout_pass_equals_autograd_through_the_composition(dropout):
+    """Outputs, every gradient, running statistics and dropout masks (same RNG draws) match;
+    the bias before each norm gets exactly zero gradient (it cancels in the batch mean)."""
+    torch.manual_seed(2)
+    fused = BatchedMLP(3, 10, [8, 6], dropout=dropout).double()
+    with torch.no_grad():
+        for norm in fused.norms:
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.normal_()
+        for b in fused.biases:
+            b.normal_()
+    composed = copy.deepcopy(fused)
+    x = torch.randn(3, 64, 10, dtype=torch.float64)
+    r_logits, r_hidden = torch.randn(3, 64, dtype=torch.float64), torch.randn(3, 64, 6).double()
+    results = []
+    for towers, forward in (
+        (fused, fused.forward),
+        (composed, partial(composed_forward, composed)),
+    ):
+        torch.manual_seed(3)
+        x_k = x.clone().requires_grad_()
+        logits, hidden = forward(x_k)
+        ((logits * r_logits).sum() + (hidden * r_hidden).sum()).backward()
+        grads = {n: p.grad for n, p in towers.named_parameters()}
+        results.append((logits, hidden, x_k.grad, grads, dict(towers.named_buffers())))
+    (logits, hidden, grad_x, grads, buffers), (logits_r, hidden_r, grad_x_r, grads_r, buffers_r) = (
+        results
+    )
+    if dropout:
+        assert (hidden == 0).float().mean() > 0.3  # dropout zeroed units (and ReLU did)
+    torch.testing.assert_close(logits, logits_r, rtol=0, atol=1e-10)
+    torch.testing.assert_close(hidden, hidden_r, rtol=0, atol=1e-10)
+    torch.testing.assert_close(grad_x, grad_x_r, rtol=0, atol=1e-10)
+    for name, grad in grads.items():
+        if name.startswith("biases."):
+            assert torch.count_nonzero(grad) == 0, name
+            assert grads_r[name].abs().max() < 1e-9, name
+        else:
+            torch.testing.assert_close(grad, grads_r[name], rtol=0, atol=1e-10, msg=name)
+            assert grad.abs().max() > 1e-3, name  # a real gradient
+    for name, buffer in buffers.items():
+        torch.testing.assert_close(buffer, buffers_r[name], rtol=0, atol=1e-12, msg=name)
