@@ -160,6 +160,13 @@ class Trainer:
         self.runner = BatchRunner(module, optimizer, ctx.device, pipelined=cfg.pipeline)
         self.nonfinite = NonFiniteWatch(ctx.device, ctx.rank)
         self._step = 0  # global steps whose forward ran
+        self._threads = torch.get_num_threads()
+        limit = cfg.embedding_backward_threads
+        on_cpu = ctx.device.type == "cpu" and limit is not None and limit < self._threads
+        self._embedding_threads = limit if on_cpu else None
+        if ctx.device.type == "cuda":  # process-wide, as the one trainer of the process
+            torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+            torch.backends.cudnn.allow_tf32 = cfg.tf32
 
     def fit(
         self, train: ParquetBatchReader, valid: ParquetBatchReader, resume: Path | None = None
@@ -248,6 +255,8 @@ class Trainer:
             if self._decayed_tables and not stepped.skipped:
                 factor = 1.0 - sparse_learning_rate(self.optimizer) * self.cfg.embedding_l2
                 decay_tables(self.module, factor, self._decayed_tables)
+            if self._embedding_threads:
+                torch.set_num_threads(self._threads)
             yield stepped
 
     def train_step(self, batch, step: int) -> StepResult:
@@ -269,7 +278,13 @@ class Trainer:
         # a skipped batch must not leave its batch-norm statistics behind (small dense buffers)
         norms = norm_buffers(self.module) if skip_mode else []
         saved = [b.clone() for b in norms]
-        loss, (objective, _) = self.module(batch)
+        bf16 = self.cfg.autocast == "bf16"
+        with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, (objective, output) = self.module(batch)
+        embeddings = getattr(output, "embeddings", None)
+        if self._embedding_threads and embeddings is not None and embeddings.requires_grad:
+            # fires when the towers' backward is done and the embedding backward comes next
+            embeddings.register_hook(self._before_embedding_backward)
         components = {"loss": loss.detach(), **objective.components}
         stepped = StepResult(components, objective.weights, len(batch))
         if not skip_mode:
@@ -282,6 +297,11 @@ class Trainer:
             for buffer, before in zip(norms, saved, strict=True):
                 buffer.copy_(before)
         return None, StepResult({}, {}, len(batch), skipped=True)
+
+    def _before_embedding_backward(self, grad: torch.Tensor) -> None:
+        """train.embedding_backward_threads: fbgemm's CPU embedding backward (fused optimizer)
+        ran 9x slower with 2 intra-op threads than with 1 on 2 shared cores (README)."""
+        torch.set_num_threads(self._embedding_threads)
 
     def _validate(
         self, valid, result: FitResult, epoch: int, step: int, window: _LossWindow
