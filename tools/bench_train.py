@@ -153,6 +153,7 @@ def bench_one(ctx: DistContext, schema: Schema, k: int, mode: str, pipeline: boo
         "ms_per_step": ms,
         "samples_per_sec": args.batch_size / (ms / 1000),
         "steps": args.steps,
+        "step_ms": [1000 * float(t) for t in times],
         "local_parameters": params,
     }
 
