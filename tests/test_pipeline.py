@@ -18,19 +18,24 @@ from recsys_kdef.trainer import Trainer
 STEPS = 6
 
 
-def _losses(ctx, path, pipeline: bool, nonfinite: str):
-    extra = ["--train.pipeline", str(pipeline).lower(), "--train.nonfinite", nonfinite]
-    extra += ["--model.tower.dropout", "0.2"]  # dropout masks: the RNG must be drawn in order
-    cfg, _, readers, dmp, plan = setup(ctx, path, extra=extra)
+def _run(ctx, path, extra: list[str]):
+    """6 training steps in two segments, as fit runs them between checkpoints (the pipeline
+    drains and refills); with dropout, so the RNG must be drawn in the same order."""
+    cfg, _, readers, dmp, plan = setup(ctx, path, extra=[*extra, "--model.tower.dropout", "0.2"])
     trainer = Trainer(dmp, build_optimizer(dmp, plan, cfg.train), ctx, cfg.train)
     torch.manual_seed(10 + ctx.rank)
-    # two segments, as fit runs them between checkpoints: the pipeline drains and refills
     batches = iter(readers.train)
     steps = [*trainer.train_steps(itertools.islice(batches, STEPS // 2))]
     steps += trainer.train_steps(itertools.islice(batches, STEPS - STEPS // 2))
-    evaluation = evaluate(dmp, readers.valid, ctx, runner=trainer.runner)
+    return trainer, readers, [float(s.components["loss"]) for s in steps]
+
+
+def _losses(ctx, path, pipeline: bool, nonfinite: str):
+    extra = ["--train.pipeline", str(pipeline).lower(), "--train.nonfinite", nonfinite]
+    trainer, readers, losses = _run(ctx, path, extra)
+    evaluation = evaluate(trainer.module, readers.valid, ctx, runner=trainer.runner)
     assert trainer.runner.pipelined == pipeline  # no silent fallback to the plain loop
-    return [float(s.components["loss"]) for s in steps], evaluation.metrics, evaluation.rows
+    return losses, evaluation.metrics, evaluation.rows
 
 
 def _compare(ctx, path, nonfinite):
@@ -84,3 +89,27 @@ def _skip_in_the_pipeline(ctx, path):
 def test_a_nonfinite_batch_is_skipped_in_the_pipeline_on_every_rank(tiny_dataset):
     ranks = run_multiprocess(_skip_in_the_pipeline, path=str(tiny_dataset))
     assert ranks[0] == ranks[1]
+
+
+def _untraceable(ctx, path):
+    """SparseArch with Python control flow on its input: TorchRec's fx trace fails."""
+    from recsys_kdef.models.sparse import SparseArch
+
+    original = SparseArch.forward
+
+    def branching(self, features):
+        if features.values().numel() == 0:  # a bool of a traced value: fx cannot follow it
+            raise ValueError("empty batch")
+        return original(self, features)
+
+    SparseArch.forward = branching
+    plain = _run(ctx, path, ["--train.pipeline", "false"])[2]
+    trainer, _, fallback = _run(ctx, path, ["--train.pipeline", "true"])
+    return plain, fallback, trainer.runner.pipelined
+
+
+def test_a_model_torchrec_cannot_trace_falls_back_to_the_plain_loop(tiny_dataset):
+    """Every batch runs once, in order (the ones the pipeline had copied included)."""
+    for plain, fallback, pipelined in run_multiprocess(_untraceable, path=str(tiny_dataset)):
+        assert not pipelined
+        torch.testing.assert_close(fallback, plain, rtol=0, atol=1e-6)

@@ -42,9 +42,10 @@ class _NormReLUDropout(torch.autograd.Function):
     """Training-mode batch norm -> ReLU -> dropout over (K, B, H), with its closed-form backward.
 
     Autograd through the composition makes ~11 passes over (K, B, H) forward and ~15 backward,
-    which cost more than the layer's matmuls on CPU; this makes 4 and 5. The dropout scale
-    1 / keep is folded into the affine map (ReLU is positively homogeneous), and the backward
-    reads the mask from the output: y > 0 exactly where the ReLU passed and dropout kept.
+    which cost more than the layer's matmuls on CPU; this makes ~8 (statistics included) and 6.
+    The dropout scale 1 / keep is folded into the affine map (ReLU is positively homogeneous),
+    and the backward reads the mask from the output: y > 0 exactly where the ReLU passed and
+    dropout kept.
     The layer bias before the norm (`pre_bias`) cancels in the batch statistics, so its
     gradient is exactly zero (autograd through the composition gives ~1e-9 noise).
 
