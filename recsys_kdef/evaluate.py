@@ -28,6 +28,7 @@ from recsys_kdef.data.reader import ParquetBatchReader
 from recsys_kdef.distributed import DistContext, all_reduce_sum
 from recsys_kdef.io import atomic_path
 from recsys_kdef.metrics import EvalMetrics
+from recsys_kdef.pipeline import BatchRunner
 
 
 def best_student(metrics: dict[str, dict[str, float]]) -> int:
@@ -135,6 +136,7 @@ def evaluate(
     predictions: PredictionWriter | None = None,
     progress: bool = False,
     spill_dir: str | Path | None = None,
+    runner: BatchRunner | None = None,
 ) -> EvalResult:
     """Run `module` (the sharded train module) over `reader` on every rank; results on every rank.
 
@@ -143,6 +145,7 @@ def evaluate(
     `curves`, the result has reliability bins and ROC points; `predictions` gets every row.
     With `spill_dir`, gAUC's rows wait in temporary files there (removed at the end, also on
     error), so memory does not grow with the split; without, they wait in memory.
+    `runner` (the trainer's, pipelined or not) runs the forwards; by default a plain loop.
     """
     module.eval()
     metrics: EvalMetrics | None = None
@@ -156,11 +159,9 @@ def evaluate(
         dynamic_ncols=True,
     )
     try:
-        for batch in reader:
-            batch = batch.to(ctx.device, non_blocking=True)
-            _, (objective, output) = module(
-                batch
-            )  # padding batches run too: lookups are collective
+        runner = runner or BatchRunner(module, None, ctx.device)
+        # padding batches run too: lookups are collective
+        for batch, (objective, output) in runner.run(reader, _with_batch(module)):
             all_heads = {**output.heads(), **objective.heads}
             if metrics is None:
                 unknown = sorted(set(heads or []) - set(all_heads))
@@ -200,6 +201,16 @@ def evaluate(
     finally:
         if metrics is not None:
             metrics.close()
+
+
+def _with_batch(module: nn.Module):
+    """A forward that also returns its (device) batch: labels, groups and padding for metrics."""
+
+    def forward(batch):
+        loss, outputs = module(batch)
+        return loss, (batch, outputs)
+
+    return forward
 
 
 if __name__ == "__main__":  # the offline job lives in its own module (it builds on train)

@@ -10,9 +10,11 @@ done), the loop's state and every rank's RNG, so a resumed run continues the sam
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from recsys_kdef.distributed import (
     sparse_learning_rate,
 )
 from recsys_kdef.evaluate import EvalResult, best_student, evaluate
+from recsys_kdef.pipeline import BatchRunner
 from recsys_kdef.table_decay import decay_tables, trainable_table_names
 
 logger = logging.getLogger(__name__)
@@ -73,6 +76,56 @@ class NonFiniteLoss(RuntimeError):
     """A NaN/inf training loss (train.nonfinite = raise)."""
 
 
+@dataclass
+class StepResult:
+    """What one training step leaves for the logs: device tensors, read at log intervals."""
+
+    components: dict[str, torch.Tensor]
+    """The loss ("loss") and the objective's components, detached scalars."""
+    weights: dict[str, torch.Tensor]
+    samples: int
+    skipped: bool = False
+    """The loss was not finite on some rank and train.nonfinite = skip: no update was made."""
+
+
+class NonFiniteWatch:
+    """The first non-finite training loss since the start, kept on the device.
+
+    `update` is a few device ops per step (no host sync); `check` is one all-reduce, and
+    raises NonFiniteLoss on every rank if any rank saw one, naming the first step and its
+    loss components.
+    """
+
+    def __init__(self, device: torch.device, rank: int) -> None:
+        self.device, self.rank = device, rank
+        self.first_step = torch.zeros((), dtype=torch.long, device=device)  # 0: none yet
+        self.values: torch.Tensor | None = None
+        self.names: list[str] = []
+
+    def update(self, step: int, components: dict[str, torch.Tensor]) -> None:
+        values = torch.stack([v.float().reshape(()) for v in components.values()])
+        if self.values is None or len(values) != len(self.values):
+            self.names, self.values = list(components), torch.zeros_like(values)
+        first = ~torch.isfinite(values[0]) & (self.first_step == 0)
+        self.first_step = torch.where(first, step, self.first_step)
+        self.values = torch.where(first, values, self.values)
+
+    def check(self) -> None:
+        if not all_reduce_sum((self.first_step > 0).float().reshape(1)).item():
+            return
+        step = int(self.first_step)
+        if not step:
+            raise NonFiniteLoss(
+                f"non-finite training loss on another rank than {self.rank} (see its error); "
+                "set train.nonfinite=skip to skip such batches"
+            )
+        parts = dict(zip(self.names, self.values.tolist(), strict=True))
+        raise NonFiniteLoss(
+            f"non-finite training loss at step {step} on rank {self.rank} "
+            f"(or another rank): {parts}; set train.nonfinite=skip to skip such batches"
+        )
+
+
 FAIL_AT_STEP_ENV = "RECSYS_KDEF_FAIL_AT_STEP"
 """Test hook: "RANK:STEP" (RANK may be `all`) makes that rank exit abruptly after STEP on the first attempt of an
 elastic job (TORCHELASTIC_RESTART_COUNT 0), to test recovery from the last checkpoint."""
@@ -104,6 +157,16 @@ class Trainer:
         self._position = (0, 0)  # (epoch, batches of it done) after the last step
         decoupled = cfg.embedding_l2 > 0 and cfg.embedding_l2_mode == "decoupled"
         self._decayed_tables = trainable_table_names(module) if decoupled else set()
+        self.runner = BatchRunner(module, optimizer, ctx.device, pipelined=cfg.pipeline)
+        self.nonfinite = NonFiniteWatch(ctx.device, ctx.rank)
+        self._step = 0  # global steps whose forward ran
+        self._threads = torch.get_num_threads()
+        limit = cfg.embedding_backward_threads
+        on_cpu = ctx.device.type == "cpu" and limit is not None and limit < self._threads
+        self._embedding_threads = limit if on_cpu else None
+        if ctx.device.type == "cuda":  # process-wide, as the one trainer of the process
+            torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+            torch.backends.cudnn.allow_tf32 = cfg.tf32
 
     def fit(
         self, train: ParquetBatchReader, valid: ParquetBatchReader, resume: Path | None = None
@@ -117,6 +180,7 @@ class Trainer:
             step, (start_epoch, skip) = result.steps, state["position"]
             if state["finished"]:
                 return self._finish(result, step, stopped_early=result.stopped_early)
+        self._step = step
         for epoch in range(start_epoch, self.cfg.epochs):
             train.set_epoch(epoch)
             steps = len(train)
@@ -130,31 +194,41 @@ class Trainer:
                 mininterval=1.0,
                 dynamic_ncols=True,
             )
-            for i, batch in enumerate(train.batches(skip), start=skip):
-                if i >= steps:
-                    break
-                stepped = self.train_step(batch, step + 1)
-                if stepped is None:
-                    result.skipped_batches += 1
-                else:
-                    window.add(*stepped, len(batch))
-                step += 1
-                self._position = (epoch, i + 1)
-                _fail_here_for_tests(self.ctx.rank, step)
-                bar.update(1)
-                if step % self.cfg.log_every_steps == 0 or i == steps - 1:
-                    rate = window.samples_per_sec(self.ctx.world_size)
-                    bar.set_postfix(
-                        loss=f"{window.mean().get('loss', float('nan')):.4f}",
-                        samples_per_s=f"{rate:,.0f}",
-                    )
-                if self.cfg.eval_every_steps and step % self.cfg.eval_every_steps == 0:
-                    if self._validate(valid, result, epoch, step, window):
-                        return self._finish(result, step, stopped_early=True, bar=bar)
-                elif (
-                    self.cfg.checkpoint_every_steps and step % self.cfg.checkpoint_every_steps == 0
-                ):
-                    self._save_step(result, step, window)
+            source = train.batches(skip)
+            i = skip
+            try:
+                while i < steps:
+                    # a segment ends where the pipeline must be empty: validation, checkpoint
+                    count = self._segment_length(step, steps - i)
+                    segment = itertools.islice(source, count)
+                    for stepped in self.train_steps(segment):
+                        if stepped.skipped:
+                            result.skipped_batches += 1
+                        else:
+                            window.add(stepped.components, stepped.weights, stepped.samples)
+                        step += 1
+                        i += 1
+                        self._position = (epoch, i)
+                        _fail_here_for_tests(self.ctx.rank, step)
+                        bar.update(1)
+                        if step % self.cfg.log_every_steps == 0 or i == steps:
+                            self.nonfinite.check()
+                            rate = window.samples_per_sec(self.ctx.world_size)
+                            bar.set_postfix(
+                                loss=f"{window.mean().get('loss', float('nan')):.4f}",
+                                samples_per_s=f"{rate:,.0f}",
+                            )
+                    self.nonfinite.check()
+                    if self.cfg.eval_every_steps and step % self.cfg.eval_every_steps == 0:
+                        if self._validate(valid, result, epoch, step, window):
+                            return self._finish(result, step, stopped_early=True, bar=bar)
+                    elif (
+                        self.cfg.checkpoint_every_steps
+                        and step % self.cfg.checkpoint_every_steps == 0
+                    ):
+                        self._save_step(result, step, window)
+            finally:
+                source.close()
             bar.close()
             skip = 0
             self._position = (epoch + 1, 0)
@@ -165,36 +239,69 @@ class Trainer:
                     return self._finish(result, step, stopped_early=True)
         return self._finish(result, step, stopped_early=False)
 
-    def train_step(
-        self, batch, step: int
-    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None:
-        """One optimizer step; returns the loss components and the objective's weights, or None
-        when the loss was not finite on some rank and train.nonfinite = skip."""
-        batch = batch.to(self.ctx.device, non_blocking=True)
-        self.optimizer.zero_grad()
+    def _segment_length(self, step: int, remaining: int) -> int:
+        """Steps from global step `step` to the next validation or checkpoint step (both need the
+        pipeline drained), at most `remaining` (the epoch's end)."""
+        count = remaining
+        for every in (self.cfg.eval_every_steps, self.cfg.checkpoint_every_steps):
+            if every:
+                count = min(count, every - step % every)
+        return count
+
+    def train_steps(self, batches: Iterable) -> Iterator[StepResult]:
+        """One optimizer step per batch (plain or pipelined, train.pipeline); each result is
+        yielded after its step, the decoupled table decay included."""
+        for stepped in self.runner.run(batches, self._train_forward):
+            if self._decayed_tables and not stepped.skipped:
+                factor = 1.0 - sparse_learning_rate(self.optimizer) * self.cfg.embedding_l2
+                decay_tables(self.module, factor, self._decayed_tables)
+            if self._embedding_threads:
+                torch.set_num_threads(self._threads)
+            yield stepped
+
+    def train_step(self, batch, step: int) -> StepResult:
+        """One optimizer step on `batch` as global step `step`."""
+        self._step = step - 1
+        (stepped,) = self.train_steps([batch])
+        return stepped
+
+    def _train_forward(self, batch) -> tuple[torch.Tensor | None, StepResult]:
+        """The forward of one training step; a loss of None: no update (a skipped batch).
+
+        train.nonfinite = raise costs no host sync: a device flag remembers the first non-finite
+        loss, and `self.nonfinite.check()` (every log_every_steps, before validations and
+        checkpoints) raises on every rank. skip must decide before the backward, the same on
+        every rank (the backward is a collective): one all-reduce and host sync per step.
+        """
+        self._step += 1
+        skip_mode = self.cfg.nonfinite == "skip"
         # a skipped batch must not leave its batch-norm statistics behind (small dense buffers)
-        norms = norm_buffers(self.module) if self.cfg.nonfinite == "skip" else []
+        norms = norm_buffers(self.module) if skip_mode else []
         saved = [b.clone() for b in norms]
-        loss, (objective, _) = self.module(batch)
-        # every rank must take the same branch: the backward pass is a collective
-        bad = all_reduce_sum(torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0]))
-        if bad.item():
-            if self.cfg.nonfinite == "skip":
-                with torch.no_grad():
-                    for buffer, before in zip(norms, saved, strict=True):
-                        buffer.copy_(before)
-                return None
-            parts = {k: float(v) for k, v in {"loss": loss, **objective.components}.items()}
-            raise NonFiniteLoss(
-                f"non-finite training loss at step {step} on rank {self.ctx.rank} "
-                f"(or another rank): {parts}; set train.nonfinite=skip to skip such batches"
-            )
-        loss.backward()
-        self.optimizer.step()
-        if self._decayed_tables:
-            factor = 1.0 - sparse_learning_rate(self.optimizer) * self.cfg.embedding_l2
-            decay_tables(self.module, factor, self._decayed_tables)
-        return {"loss": loss.detach(), **objective.components}, objective.weights
+        bf16 = self.cfg.autocast == "bf16"
+        with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, (objective, output) = self.module(batch)
+        embeddings = getattr(output, "embeddings", None)
+        if self._embedding_threads and embeddings is not None and embeddings.requires_grad:
+            # fires when the towers' backward is done and the embedding backward comes next
+            embeddings.register_hook(self._before_embedding_backward)
+        components = {"loss": loss.detach(), **objective.components}
+        stepped = StepResult(components, objective.weights, len(batch))
+        if not skip_mode:
+            self.nonfinite.update(self._step, components)
+            return loss, stepped
+        bad = all_reduce_sum((~torch.isfinite(loss)).float().reshape(1))
+        if not bad.item():
+            return loss, stepped
+        with torch.no_grad():
+            for buffer, before in zip(norms, saved, strict=True):
+                buffer.copy_(before)
+        return None, StepResult({}, {}, len(batch), skipped=True)
+
+    def _before_embedding_backward(self, grad: torch.Tensor) -> None:
+        """train.embedding_backward_threads: fbgemm's CPU embedding backward (fused optimizer)
+        ran 9x slower with 2 intra-op threads than with 1 on 2 shared cores (README)."""
+        torch.set_num_threads(self._embedding_threads)
 
     def _validate(
         self, valid, result: FitResult, epoch: int, step: int, window: _LossWindow
@@ -202,7 +309,7 @@ class Trainer:
         """Evaluate, keep the best weights, decay LR or stop. Returns True to stop."""
         rate = window.samples_per_sec(self.ctx.world_size)
         average_norm_statistics(self.module)  # one model on every rank, as checkpoints store it
-        evaluation = evaluate(self.module, valid, self.ctx)
+        evaluation = evaluate(self.module, valid, self.ctx, runner=self.runner)
         monitor = self._monitor_value(evaluation)
         point = Validation(
             epoch=epoch,
@@ -309,6 +416,7 @@ class Trainer:
     def _finish(self, result: FitResult, step: int, stopped_early: bool, bar=None) -> FitResult:
         if bar is not None:
             bar.close()
+        self.runner.detach()  # the module is called directly after fit (test split, export)
         if result.best is not None:
             ckpt.load_into(self.checkpoints / ckpt.BEST, self.module)
         result.steps = step

@@ -124,6 +124,15 @@ def test_resume_after_interruption_equals_the_uninterrupted_run(
     assert ckpt.read_meta(root / ckpt.BEST)["best_student"] in (0, 1)
 
 
+def test_a_pipelined_run_equals_the_plain_run(tiny_dataset, tmp_path, uninterrupted):
+    """train.pipeline through fit: validations every 4 steps, checkpoints every 3, LR decay,
+    best weights restored, test evaluation; every number is the plain loop's."""
+    args = [*run_args(tiny_dataset, tmp_path / "run"), "--train.pipeline", "true"]
+    report = run_multiprocess(_train, world_size=2, args=args)[0]
+    assert_same_run(report, uninterrupted)
+    assert report["config"]["train"]["pipeline"] is True
+
+
 def test_a_killed_rank_recovers_under_torchrun_max_restarts(tiny_dataset, tmp_path, uninterrupted):
     out = tmp_path / "run"
     args = [*run_args(tiny_dataset, out), "--train.resume", "auto"]
@@ -154,8 +163,9 @@ def with_nan_rows(source: Path, target: Path) -> Path:
     return target
 
 
+@pytest.mark.parametrize("pipeline", [False, True], ids=["plain", "pipelined"])
 @pytest.mark.parametrize("mode", ["raise", "skip"])
-def test_a_nonfinite_loss_stops_or_is_skipped(tiny_dataset, tmp_path, mode):
+def test_a_nonfinite_loss_stops_or_is_skipped(tiny_dataset, tmp_path, mode, pipeline):
     data = with_nan_rows(tiny_dataset, tmp_path / "data")
     args = [
         *run_args(data, tmp_path / "run"),
@@ -165,6 +175,8 @@ def test_a_nonfinite_loss_stops_or_is_skipped(tiny_dataset, tmp_path, mode):
         mode,
         "--data.shuffle_buffer",
         "0",
+        "--train.pipeline",
+        str(pipeline).lower(),
     ]
     logging.disable(logging.INFO)
     ctx = init_distributed()

@@ -1,12 +1,16 @@
 """Training throughput (samples/s) of K-student ensembles on a Criteo-shaped synthetic batch.
 
-Runs the real training step (DMP-sharded EmbeddingBagCollection with fused rowwise Adagrad,
-K batched towers, KDEF loss, Adam on the towers) in one process, on CPU and, if present,
-on the GPU. Batches are made in memory, so reading is not measured. Prints a table and
-writes JSON.
+Runs the training loop's own steps (Trainer.train_steps: DMP-sharded EmbeddingBagCollection
+with fused rowwise Adagrad, K batched towers, KDEF loss, Adam on the towers), with the plain
+loop and with TorchRec's TrainPipelineSparseDist (train.pipeline), in one process, on CPU
+and, if present, on the GPU. A step's time is the interval between two steps' losses
+coming back (the median is reported). Batches are made in memory, so reading is not
+measured. Prints a table (ms/step, samples/s, step(K)/step(K=min) and a FLOP/byte roofline
+bound) and writes JSON; arguments it does not know are config overrides.
 
     python tools/bench_train.py                       # K in {1,4,10} x {per_model, shared}
     python tools/bench_train.py --students 4 --batch-size 10000 --steps 20 --out bench/gpu.json
+    python tools/bench_train.py --pipeline off --train.embedding_backward_threads null
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from recsys_kdef.distributed import (
 from recsys_kdef.models.ensemble import build_model
 from recsys_kdef.models.train_wrapper import EnsembleTrain
 from recsys_kdef.objectives import build_objective
+from recsys_kdef.trainer import Trainer
 
 # Vocabulary sizes of Criteo_x4 as FuxiCTR encodes it (13 bucketised integer fields, 26 categorical)
 CRITEO_VOCAB = [44, 99, 122, 41, 220, 112, 80, 69, 92, 6, 27, 37, 72] + [
@@ -95,7 +100,7 @@ def make_batches(schema: Schema, batch_size: int, count: int, seed: int = 0) -> 
     return batches
 
 
-def bench_one(ctx: DistContext, schema: Schema, k: int, mode: str, args) -> dict:
+def bench_one(ctx: DistContext, schema: Schema, k: int, mode: str, pipeline: bool, args) -> dict:
     cfg = load_config(
         [
             "--model.num_students",
@@ -112,42 +117,43 @@ def bench_one(ctx: DistContext, schema: Schema, k: int, mode: str, args) -> dict
             "rowwise_adagrad",
             "--data.batch_size",
             str(args.batch_size),
+            "--train.pipeline",
+            str(pipeline).lower(),
+            *args.overrides,
         ]
     )
     torch.manual_seed(0)
     model = build_model(cfg.model, schema)
     module = EnsembleTrain(model, build_objective(cfg.objective, model))
     dmp, plan = shard_model(module, ctx, cfg.planner, cfg.train, args.batch_size)
-    optimizer = build_optimizer(dmp, plan, cfg.train)
-    batches = [b.to(ctx.device) for b in make_batches(schema, args.batch_size, 4)]
-
-    def step(batch: Batch) -> None:
-        optimizer.zero_grad()
-        loss, _ = dmp(batch)
-        loss.backward()
-        optimizer.step()
-
-    for i in range(args.warmup):
-        step(batches[i % len(batches)])
+    # the training loop's own steps: plain or pipelined, thread settings, non-finite watch
+    trainer = Trainer(dmp, build_optimizer(dmp, plan, cfg.train), ctx, cfg.train)
+    batches = make_batches(schema, args.batch_size, 4)
+    warmup = max(args.warmup, 1)  # the first step's time is not an interval
+    total = warmup + args.steps
+    stream = (batches[i % len(batches)] for i in range(total))
     sync = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
-    sync()
-    times = []
-    for i in range(args.steps):
-        start = time.perf_counter()
-        step(batches[i % len(batches)])
+    done = []  # time at which each step's result came back
+    for stepped in trainer.train_steps(stream):
+        float(stepped.components["loss"])  # what a log line reads; waits for the step
         sync()
-        times.append(time.perf_counter() - start)
+        done.append(time.perf_counter())
+    trainer.nonfinite.check()
+    trainer.runner.detach()
+    times = np.diff(done)[warmup - 1 :]  # step s took done[s] - done[s - 1]
     ms = 1000 * float(np.median(times))
     params = sum(p.numel() for p in dmp.parameters() if p.device.type != "meta")
     return {
         "device": ctx.device.type,
         "students": k,
         "embedding_mode": mode,
+        "pipeline": pipeline,
         "batch_size": args.batch_size,
         "tables": len(plan_tables(plan)),
         "ms_per_step": ms,
         "samples_per_sec": args.batch_size / (ms / 1000),
         "steps": args.steps,
+        "step_ms": [1000 * float(t) for t in times],
         "local_parameters": params,
     }
 
@@ -183,7 +189,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--hidden", type=int, nargs="+", default=[400, 400, 400])
     parser.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (at least 1)")
     parser.add_argument(
         "--vocab-scale", type=float, default=1.0, help="shrink Criteo's vocabularies"
     )
@@ -193,8 +199,14 @@ def main() -> None:
         default="auto",
         help="auto: the GPU if there is one; cpu: hide GPUs",
     )
+    parser.add_argument(
+        "--pipeline",
+        choices=["off", "on", "both"],
+        default="both",
+        help="train.pipeline: the plain loop, TorchRec's TrainPipelineSparseDist, or both",
+    )
     parser.add_argument("--out", default="bench/bench_train.json")
-    args = parser.parse_args()
+    args, args.overrides = parser.parse_known_args()  # the rest: config overrides
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before anything asks torch.cuda
     args.hidden = list(args.hidden)
@@ -207,29 +219,36 @@ def main() -> None:
     results = []
     try:
         for mode in args.modes:
-            for k in args.students:
-                r = bench_one(ctx, schema, k, mode, args)
-                results.append(r)
-                print(
-                    f"{r['device']:>5} K={k:<3} {mode:<10} {r['ms_per_step']:9.1f} ms/step "
-                    f"{r['samples_per_sec']:12,.0f} samples/s",
-                    flush=True,
-                )
+            for pipeline in {"off": [False], "on": [True], "both": [False, True]}[args.pipeline]:
+                for k in args.students:
+                    r = bench_one(ctx, schema, k, mode, pipeline, args)
+                    results.append(r)
+                    print(
+                        f"{r['device']:>5} K={k:<3} {mode:<10} pipeline={pipeline!s:<5} "
+                        f"{r['ms_per_step']:9.1f} ms/step {r['samples_per_sec']:12,.0f} samples/s",
+                        flush=True,
+                    )
     finally:
         destroy_distributed()
 
     for r in results:
-        base = [q for q in results if q["embedding_mode"] == r["embedding_mode"]]
+        base = [
+            q
+            for q in results
+            if (q["embedding_mode"], q["pipeline"]) == (r["embedding_mode"], r["pipeline"])
+        ]
         r["step_over_k1"] = r["ms_per_step"] / min(base, key=lambda q: q["students"])["ms_per_step"]
         r.update(roofline(r, len(schema.sparse), len(schema.dense), 16, args.hidden))
     header = (
-        f"{'device':<7}{'K':>4}  {'embeddings':<11}{'tables':>7}{'batch':>8}{'ms/step':>10}"
+        f"{'device':<7}{'K':>4}  {'embeddings':<11}{'pipeline':<9}{'tables':>7}{'batch':>8}"
+        f"{'ms/step':>10}"
         f"{'samples/s':>13}{'x K=min':>9}{'GFLOP':>8}{'emb MB':>8}{'roofline ms':>13}"
     )
     print("\n" + header)
     for r in results:
         print(
-            f"{r['device']:<7}{r['students']:>4}  {r['embedding_mode']:<11}{r['tables']:>7}{r['batch_size']:>8}"
+            f"{r['device']:<7}{r['students']:>4}  {r['embedding_mode']:<11}"
+            f"{'on' if r['pipeline'] else 'off':<9}{r['tables']:>7}{r['batch_size']:>8}"
             f"{r['ms_per_step']:>10.1f}{r['samples_per_sec']:>13,.0f}{r['step_over_k1']:>9.2f}"
             f"{r['gflops']:>8.1f}{r['embedding_mb']:>8.1f}{r['roofline_ms']:>13.1f}"
         )
@@ -244,6 +263,8 @@ def main() -> None:
         "hidden_units": args.hidden,
         "vocab_scale": args.vocab_scale,
         "fields": len(schema.sparse),
+        "load_average": os.getloadavg(),
+        "overrides": args.overrides,
     }
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     print(f"\nwritten: {out}")

@@ -347,9 +347,30 @@ class TrainConfig:
     """auto: continue from the newest complete checkpoint in output_dir (a fresh start if none);
     a path: from that checkpoint (a step-* directory, or a run / checkpoints directory's newest)."""
     nonfinite: Literal["raise", "skip"] = "raise"
-    """A NaN/inf loss: raise (stop with the step and loss components) or skip the batch and count it."""
+    """A NaN/inf loss: raise (stop with the first bad step and its loss components, found at
+    the next log_every_steps, validation or checkpoint: no host sync per step) or skip the
+    batch and count it (a per-step decision: one all-reduce and host sync per step)."""
     progress_bar: bool = True
     log_every_steps: int = 50
+    """Steps between reads of the (device) loss for the progress bar and non-finite checks."""
+    embedding_backward_threads: int | None = 1
+    """CPU only: intra-op threads while the embedding backward runs (fbgemm's fused kernels
+    and their optimizer), torch's setting for the rest of the step; null: torch's setting
+    throughout. On 2 shared cores the fused rowwise-Adagrad backward of K=10 students took
+    2.0-4.7 s per step with 2 threads and 0.23 s with 1 (tools/bench_train.py)."""
+    autocast: Literal["none", "bf16"] = "none"
+    """bf16: the training forward under torch.autocast(bfloat16): the towers' matmuls run in
+    bf16 (AMX / tensor cores), their batch norms, the loss and the embeddings stay float32.
+    Evaluation stays float32. On the 2-core CPU (AMX) it cut the K=10 step by ~2x (README);
+    unverified on GPU."""
+    tf32: bool = True
+    """CUDA only: TF32 tensor-core matmuls for float32 (torch.backends.cuda.matmul.allow_tf32);
+    unverified on GPU here."""
+    pipeline: bool = False
+    """Drive training and evaluation through TorchRec's TrainPipelineSparseDist: batch i+1's
+    copy to the device and embedding input all-to-all overlap batch i's step (same results
+    as the plain loop). Runs on CPU / gloo as well (without overlap there); a model TorchRec
+    cannot trace falls back to the plain loop, with a logged warning."""
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
@@ -374,6 +395,10 @@ class TrainConfig:
             "train.checkpoint_every_steps must be >= 1 or null",
         )
         _check(self.keep_last >= 1, f"train.keep_last must be >= 1, got {self.keep_last}")
+        _check(
+            self.embedding_backward_threads is None or self.embedding_backward_threads >= 1,
+            "train.embedding_backward_threads must be >= 1 or null",
+        )
 
 
 @dataclass(kw_only=True, slots=True)

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys_kdef.data.schema import Schema
 
@@ -83,11 +83,15 @@ class SparseArch(nn.Module):
         ]
 
     def forward(self, features: KeyedJaggedTensor) -> torch.Tensor:
-        pooled = self.embedding_bag_collection(features)
-        values = pooled.values()  # (B, K_e * F * D), tables in declaration order
-        if pooled.keys() != self._keys:  # a sharded collection may regroup its outputs
-            values = torch.cat([pooled[k] for k in self._keys], dim=1)
-        return values
+        return _values_in_order(self.embedding_bag_collection(features), self._keys)
+
+
+@torch.fx.wrap  # one node when TorchRec's train pipeline traces the model (it branches on keys)
+def _values_in_order(pooled: KeyedTensor, keys: list[str]) -> torch.Tensor:
+    """(B, T) pooled values with the tables in declaration order (`keys`)."""
+    if pooled.keys() == keys:
+        return pooled.values()
+    return torch.cat([pooled[k] for k in keys], dim=1)  # a sharded collection may regroup
 
 
 class SequenceCut(nn.Module):

@@ -1,8 +1,11 @@
+import copy
+from functools import partial
+
 import pytest
 import torch
 from torch import nn
 
-from recsys_kdef.models.towers import BatchedMLP, StudentBatchNorm
+from recsys_kdef.models.towers import BatchedMLP, StudentBatchNorm, dropout_mask
 
 
 def separate_mlps(batched: BatchedMLP, activation: nn.Module) -> list[nn.Sequential]:
@@ -92,3 +95,84 @@ def test_students_are_initialised_independently_and_gradients_stay_separate():
     logits[0].sum().backward()
     assert towers.weights[0].grad[0].abs().sum() > 0
     assert towers.weights[0].grad[1].abs().sum() == 0
+
+
+def composed_forward(towers: BatchedMLP, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training forward as plain autograd ops: Linear -> norm -> ReLU -> dropout per layer."""
+    h, p = x, towers.dropout.p
+    for weight, bias, norm in zip(towers.weights, towers.biases, towers.norms):
+        h = torch.relu(norm(torch.matmul(h, weight) + bias))
+        if p:  # the towers' draws, in the same order
+            h = h.masked_fill(dropout_mask(h.shape, p, h.device), 0) / (1 - p)
+    return torch.baddbmm(towers.head_bias, h, towers.head_weight).squeeze(-1), h
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_the_fused_norm_relu_dropout_pass_equals_autograd_through_the_composition(dropout):
+    """Outputs, every gradient and the running statistics match (same dropout draws);
+    the bias before each norm gets exactly zero gradient (it cancels in the batch mean)."""
+    torch.manual_seed(2)
+    fused = BatchedMLP(3, 10, [8, 6], dropout=dropout).double()
+    with torch.no_grad():
+        for norm in fused.norms:
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.normal_()
+        for b in fused.biases:
+            b.normal_()
+    composed = copy.deepcopy(fused)
+    x = torch.randn(3, 64, 10, dtype=torch.float64)
+    r_logits, r_hidden = torch.randn(3, 64, dtype=torch.float64), torch.randn(3, 64, 6).double()
+    results = []
+    for towers, forward in (
+        (fused, fused.forward),
+        (composed, partial(composed_forward, composed)),
+    ):
+        torch.manual_seed(3)
+        x_k = x.clone().requires_grad_()
+        logits, hidden = forward(x_k)
+        ((logits * r_logits).sum() + (hidden * r_hidden).sum()).backward()
+        grads = {n: p.grad for n, p in towers.named_parameters()}
+        results.append((logits, hidden, x_k.grad, grads, dict(towers.named_buffers())))
+    (logits, hidden, grad_x, grads, buffers), (logits_r, hidden_r, grad_x_r, grads_r, buffers_r) = (
+        results
+    )
+    if dropout:
+        assert (hidden == 0).float().mean() > 0.3  # dropout zeroed units (and ReLU did)
+    torch.testing.assert_close(logits, logits_r, rtol=0, atol=1e-10)
+    torch.testing.assert_close(hidden, hidden_r, rtol=0, atol=1e-10)
+    torch.testing.assert_close(grad_x, grad_x_r, rtol=0, atol=1e-10)
+    for name, grad in grads.items():
+        if name.startswith("biases."):
+            assert torch.count_nonzero(grad) == 0, name
+            assert grads_r[name].abs().max() < 1e-9, name
+        else:
+            torch.testing.assert_close(grad, grads_r[name], rtol=0, atol=1e-10, msg=name)
+            assert grad.abs().max() > 1e-3, name  # a real gradient
+    for name, buffer in buffers.items():
+        torch.testing.assert_close(buffer, buffers_r[name], rtol=0, atol=1e-12, msg=name)
+
+
+def test_dropout_masks_drop_at_the_asked_rate():
+    torch.manual_seed(4)
+    for p in (0.1, 0.3):
+        rate = dropout_mask(torch.Size([200, 1000]), p, torch.device("cpu")).float().mean()
+        assert abs(float(rate) - p) < 0.003, (p, rate)  # 4 standard errors
+
+
+def test_under_a_bf16_autocast_the_towers_return_float32_close_to_float32_training():
+    torch.manual_seed(5)
+    towers = BatchedMLP(3, 32, [64, 32], dropout=0.0)
+    x = torch.randn(3, 256, 32)
+    results = []
+    for enabled in (False, True):
+        towers.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            logits, hidden = towers(x)
+        logits.sum().backward()
+        results.append((logits, hidden, towers.weights[0].grad.clone()))
+    (logits, hidden, grad), (logits16, hidden16, grad16) = results
+    assert logits16.dtype == hidden16.dtype == torch.float32
+    torch.testing.assert_close(logits16, logits, rtol=0.05, atol=0.05)
+    torch.testing.assert_close(hidden16, hidden, rtol=0.05, atol=0.05)
+    assert not torch.equal(logits16, logits)  # the matmuls did run in bf16
+    assert torch.nn.functional.cosine_similarity(grad16.flatten(), grad.flatten(), dim=0) > 0.99
