@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_args(data: Path, out: Path) -> list[str]:
-    """2 epochs of 9 steps per rank (2 ranks); validation every 4 steps, checkpoints every 3."""
+    """2 epochs of 9 steps per rank (2 ranks); validation every 4 steps, checkpoints every 3;
+    no early stop (the learning rate still decays)."""
     return [
         "--data.path",
         str(data),
@@ -47,6 +48,8 @@ def run_args(data: Path, out: Path) -> list[str]:
         "3",
         "--train.keep_last",
         "2",
+        "--train.early_stop_patience",
+        "10",
         "--train.progress_bar",
         "false",
         "--train.output_dir",

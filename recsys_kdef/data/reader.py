@@ -126,16 +126,16 @@ class ParquetBatchReader:
         so a resumed run sees exactly the batches an uninterrupted one would. With `prefetch`
         > 0 they are built that many ahead on a background thread (same order, errors re-raised
         here), in pinned memory if `pin_memory` (for non_blocking copies to CUDA)."""
-        pin = Batch.pin_memory if self.pin_memory else None
-        return prefetch(self._batches(skip), self.prefetch, pin)
-
-    def _batches(self, skip: int) -> Iterator[Batch]:
         steps = len(self)
-        if self.training and steps == 0:
+        if self.training and steps == 0:  # here, not when the first batch is asked for
             raise DataError(
                 f"{self.row_groups[0].path.parent}: fewer rows per rank than one batch of "
                 f"{self.batch_size}; lower data.batch_size"
             )
+        pin = Batch.pin_memory if self.pin_memory else None
+        return prefetch(self._batches(skip, steps), self.prefetch, pin)
+
+    def _batches(self, skip: int, steps: int) -> Iterator[Batch]:
         keys = self.schema.feature_names
         emitted = 0
         for cols in self._stream_batches():
