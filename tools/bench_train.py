@@ -11,6 +11,11 @@ bound) and writes JSON; arguments it does not know are config overrides.
     python tools/bench_train.py                       # K in {1,4,10} x {per_model, shared}
     python tools/bench_train.py --students 4 --batch-size 10000 --steps 20 --out bench/gpu.json
     python tools/bench_train.py --pipeline off --train.embedding_backward_threads null
+    python tools/bench_train.py --mixes all --modes per_model --pipeline off   # mixed ensembles
+
+Mixed ensembles (`--mixes`, model.students) are timed beside the identical-MLP ensembles: 4 MLPs
++ 2 DCNv2 (the MLPs one batched group), the same 4 MLPs as 4 one-student groups (what
+batching saves), and the KDEF authors' PNN + FINAL + ECN.
 """
 
 from __future__ import annotations
@@ -100,11 +105,31 @@ def make_batches(schema: Schema, batch_size: int, count: int, seed: int = 0) -> 
     return batches
 
 
-def bench_one(ctx: DistContext, schema: Schema, k: int, mode: str, pipeline: bool, args) -> dict:
+def mlp(hidden: list[int], count: int = 1) -> str:
+    return f"{{arch: mlp, count: {count}, params: {{hidden_units: {hidden}}}}}"
+
+
+def mixes(hidden: list[int]) -> dict[str, str]:
+    """Named heterogeneous ensembles (model.students YAML), towers of `hidden` widths."""
+    return {
+        "4 mlp + 2 dcnv2": f"[{mlp(hidden, 4)}, {{arch: dcnv2, count: 2, params: "
+        f"{{parallel_dnn_hidden_units: {hidden}}}}}]",
+        "4 mlp, 4 groups": "[" + ", ".join([mlp(hidden)] * 4) + "]",
+        "pnn + final + ecn": f"[{{arch: pnn, params: {{hidden_units: {hidden}}}}}, "
+        f"{{arch: final, params: {{block_type: 1B, block1_hidden_units: {hidden}}}}}, "
+        "{arch: ecn, params: {num_cross_layers: 4}}]",
+    }
+
+
+def bench_one(
+    ctx: DistContext, schema: Schema, k: int, mode: str, pipeline: bool, args, mix: str | None
+) -> dict:
+    students = ["--model.students", mixes(args.hidden)[mix]] if mix else []
     cfg = load_config(
         [
             "--model.num_students",
             str(k),
+            *students,
             "--model.embedding_mode",
             mode,
             "--model.embedding_dim",
@@ -145,7 +170,8 @@ def bench_one(ctx: DistContext, schema: Schema, k: int, mode: str, pipeline: boo
     params = sum(p.numel() for p in dmp.parameters() if p.device.type != "meta")
     return {
         "device": ctx.device.type,
-        "students": k,
+        "students": cfg.model.num_students,
+        "ensemble": mix or f"{cfg.model.num_students} mlp",
         "embedding_mode": mode,
         "pipeline": pipeline,
         "batch_size": args.batch_size,
@@ -205,6 +231,12 @@ def main() -> None:
         default="both",
         help="train.pipeline: the plain loop, TorchRec's TrainPipelineSparseDist, or both",
     )
+    parser.add_argument(
+        "--mixes",
+        nargs="*",
+        default=[],
+        help="heterogeneous ensembles to time too: names of mixes() or 'all'",
+    )
     parser.add_argument("--out", default="bench/bench_train.json")
     args, args.overrides = parser.parse_known_args()  # the rest: config overrides
     if args.device == "cpu":
@@ -220,11 +252,12 @@ def main() -> None:
     try:
         for mode in args.modes:
             for pipeline in {"off": [False], "on": [True], "both": [False, True]}[args.pipeline]:
-                for k in args.students:
-                    r = bench_one(ctx, schema, k, mode, pipeline, args)
+                names = list(mixes(args.hidden)) if args.mixes == ["all"] else args.mixes
+                for k, mix in [*((k, None) for k in args.students), *((0, m) for m in names)]:
+                    r = bench_one(ctx, schema, k, mode, pipeline, args, mix)
                     results.append(r)
                     print(
-                        f"{r['device']:>5} K={k:<3} {mode:<10} pipeline={pipeline!s:<5} "
+                        f"{r['device']:>5} {r['ensemble']:<18} {mode:<10} pipeline={pipeline!s:<5} "
                         f"{r['ms_per_step']:9.1f} ms/step {r['samples_per_sec']:12,.0f} samples/s",
                         flush=True,
                     )
@@ -238,17 +271,21 @@ def main() -> None:
             if (q["embedding_mode"], q["pipeline"]) == (r["embedding_mode"], r["pipeline"])
         ]
         r["step_over_k1"] = r["ms_per_step"] / min(base, key=lambda q: q["students"])["ms_per_step"]
-        r.update(roofline(r, len(schema.sparse), len(schema.dense), 16, args.hidden))
+        if r["ensemble"].endswith(" mlp"):  # the roofline counts MLP towers' FLOPs
+            r.update(roofline(r, len(schema.sparse), len(schema.dense), 16, args.hidden))
+        else:
+            r.update(gflops=float("nan"), embedding_mb=float("nan"), roofline_ms=float("nan"))
     header = (
-        f"{'device':<7}{'K':>4}  {'embeddings':<11}{'pipeline':<9}{'tables':>7}{'batch':>8}"
+        f"{'device':<7}{'ensemble':<19}{'K':>3}  {'embeddings':<11}{'pipeline':<9}{'tables':>7}"
+        f"{'batch':>7}"
         f"{'ms/step':>10}"
         f"{'samples/s':>13}{'x K=min':>9}{'GFLOP':>8}{'emb MB':>8}{'roofline ms':>13}"
     )
     print("\n" + header)
     for r in results:
         print(
-            f"{r['device']:<7}{r['students']:>4}  {r['embedding_mode']:<11}"
-            f"{'on' if r['pipeline'] else 'off':<9}{r['tables']:>7}{r['batch_size']:>8}"
+            f"{r['device']:<7}{r['ensemble']:<19}{r['students']:>3}  {r['embedding_mode']:<11}"
+            f"{'on' if r['pipeline'] else 'off':<9}{r['tables']:>7}{r['batch_size']:>7}"
             f"{r['ms_per_step']:>10.1f}{r['samples_per_sec']:>13,.0f}{r['step_over_k1']:>9.2f}"
             f"{r['gflops']:>8.1f}{r['embedding_mb']:>8.1f}{r['roofline_ms']:>13.1f}"
         )

@@ -101,3 +101,17 @@ def test_shapes_and_each_student_is_its_slice(arch, n_in):
 def test_a_misspelt_hyperparameter_is_an_error_naming_it(arch):
     with pytest.raises(ConfigError, match="model.students\\[2\\].params.no_such_option"):
         build_student_group(arch, {"no_such_option": 1}, INPUTS, 1, "model.students[2]")
+
+
+@pytest.mark.parametrize("arch", sorted(SMALL))
+@pytest.mark.parametrize("count", [1, 3])
+def test_a_training_forward_updates_every_students_statistics(arch, count):
+    students = group(arch, count).train()
+    before = {k: v.clone() for k, v in students.state_dict().items() if k.startswith("buf__")}
+    if not before:
+        pytest.skip(f"{arch} with these parameters has no buffers")
+    students(*batch(count))
+    after = students.state_dict()
+    for name, old in before.items():
+        for j in range(count):  # each student's slice moved (running statistics, batch counts)
+            assert not torch.equal(after[name][j], old[j]), f"{arch}: {name}[{j}] did not move"
