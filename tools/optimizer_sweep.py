@@ -58,6 +58,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "Adam 1e-3, L2 0.03 whole_table",
         [*PARITY, "--train.embedding_l2", "0.03"],
     ),
+    "parity_l2x10": (
+        "Adam 1e-3, L2 0.1 whole_table",
+        [*PARITY, "--train.embedding_l2", "0.1"],
+    ),
     "parity_dim8": ("parity, embedding dim 8", [*PARITY, "--model.embedding_dim", "8"]),
     "parity_table_lr": ("parity, table lr 3e-4", [*PARITY, "--train.sparse_lr", "0.0003"]),
     "parity_dropout": ("parity, tower dropout 0.3", [*PARITY, "--model.tower.dropout", "0.3"]),
@@ -77,9 +81,11 @@ class SweepResult:
     """(best, worst) student test logloss."""
     samples_per_sec: float
     steps: int
+    wall_seconds: float = float("nan")
+    """Wall-clock seconds of the whole run (training, validations, test)."""
 
 
-def summarize(variant: str, mode: str, seed: int, report: dict) -> SweepResult:
+def summarize(variant: str, mode: str, seed: int, report: dict, wall: float) -> SweepResult:
     test = report["test"]
     students = [m for head, m in test.items() if head.startswith("student_")]
     aucs = [m["auc"] for m in students]
@@ -95,6 +101,7 @@ def summarize(variant: str, mode: str, seed: int, report: dict) -> SweepResult:
         student_logloss=(min(losses), max(losses)),
         samples_per_sec=float(np.mean(rates)) if rates else float("nan"),
         steps=report["steps"],
+        wall_seconds=wall,
     )
 
 
@@ -108,8 +115,8 @@ def run_point(
         saved = json.loads(done.read_text())
         return SweepResult(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
     args = [*overrides, *VARIANTS[variant][1], "--model.embedding_mode", mode]
-    report, _ = train_in_subprocess(config, run_dir, [*args, "--train.seed", str(seed)])
-    result = summarize(variant, mode, seed, report)
+    report, wall = train_in_subprocess(config, run_dir, [*args, "--train.seed", str(seed)])
+    result = summarize(variant, mode, seed, report, wall)
     with atomic_path(done) as tmp:
         tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
