@@ -122,8 +122,39 @@ def run_point(
     return result
 
 
+def format_summary(results: list[SweepResult]) -> list[str]:
+    """One Markdown row per (mode, variant) over its seeds: the ensemble's mean test AUC (with
+    the range over seeds) and mean logloss, the students' AUC and logloss ranges over every seed,
+    the mean gap between the best student's logloss and the ensemble's, and mean samples/s."""
+    lines = [
+        "| embeddings | setting | seeds | ensemble AUC | ensemble logloss | students AUC "
+        "| students logloss | best-student logloss gap | samples/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    groups: dict[tuple[str, str], list[SweepResult]] = {}
+    for r in results:
+        groups.setdefault((r.mode, r.variant), []).append(r)
+    for (mode, variant), rs in groups.items():
+        aucs = [r.ensemble_auc for r in rs]
+        auc = f"{np.mean(aucs):.4f}" + (
+            f" ({min(aucs):.4f}-{max(aucs):.4f})" if len(rs) > 1 else ""
+        )
+        loss = np.mean([r.ensemble_logloss for r in rs])
+        s_auc = (min(r.student_auc[0] for r in rs), max(r.student_auc[1] for r in rs))
+        s_loss = (min(r.student_logloss[0] for r in rs), max(r.student_logloss[1] for r in rs))
+        gap = np.mean([r.student_logloss[0] - r.ensemble_logloss for r in rs])
+        rate = np.mean([r.samples_per_sec for r in rs])
+        seeds = ", ".join(str(r.seed) for r in rs)
+        lines.append(
+            f"| {mode} | {VARIANTS[variant][0]} | {seeds} | {auc} | {loss:.4f} "
+            f"| {s_auc[0]:.4f}-{s_auc[1]:.4f} | {s_loss[0]:.4f}-{s_loss[1]:.4f} | {gap:+.4f} "
+            f"| {rate:,.0f} |"
+        )
+    return lines
+
+
 def format_table(results: list[SweepResult]) -> str:
-    """One Markdown row per run, then the mean over seeds per (mode, variant)."""
+    """One Markdown row per run, then one per (mode, variant) over its seeds (format_summary)."""
     lines = [
         "| embeddings | variant | seed | ensemble AUC | ensemble logloss | students AUC "
         "| students logloss | logloss gap | samples/s |",
@@ -137,15 +168,7 @@ def format_table(results: list[SweepResult]) -> str:
             f"| {r.student_logloss[0]:.4f}-{r.student_logloss[1]:.4f} | {gap:+.4f} "
             f"| {r.samples_per_sec:,.0f} |"
         )
-    lines += ["", "| embeddings | variant | seeds | mean ensemble AUC | mean best-student gap |"]
-    lines.append("| --- | --- | --- | --- | --- |")
-    groups: dict[tuple[str, str], list[SweepResult]] = {}
-    for r in results:
-        groups.setdefault((r.mode, r.variant), []).append(r)
-    for (mode, variant), rs in groups.items():
-        auc = np.mean([r.ensemble_auc for r in rs])
-        gap = np.mean([r.student_logloss[0] - r.ensemble_logloss for r in rs])
-        lines.append(f"| {mode} | {VARIANTS[variant][0]} | {len(rs)} | {auc:.4f} | {gap:+.4f} |")
+    lines += ["", *format_summary(results)]
     return "\n".join(lines)
 
 
