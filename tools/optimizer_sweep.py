@@ -62,6 +62,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "Adam 1e-3, L2 0.1 whole_table",
         [*PARITY, "--train.embedding_l2", "0.1"],
     ),
+    "parity_l2x10_auc_logloss": (
+        "Adam 1e-3, L2 0.1 whole_table, monitor AUC - logloss",
+        [*PARITY, "--train.embedding_l2", "0.1", "--train.monitor_metric", "auc_minus_logloss"],
+    ),
     "parity_dim8": ("parity, embedding dim 8", [*PARITY, "--model.embedding_dim", "8"]),
     "parity_table_lr": ("parity, table lr 3e-4", [*PARITY, "--train.sparse_lr", "0.0003"]),
     "parity_dropout": ("parity, tower dropout 0.3", [*PARITY, "--model.tower.dropout", "0.3"]),
