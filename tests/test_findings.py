@@ -83,15 +83,15 @@ def test_kdef_students_are_closer_to_the_ensemble_than_mean_fusion_students(ctx,
 class MaskStudents(nn.Module):
     """Feeds zeros instead of embeddings to the masked students (a deliberately weak model)."""
 
-    def __init__(self, sparse_arch: nn.Module, masked: list[int]) -> None:
+    def __init__(self, sparse_arch: nn.Module, num_students: int, masked: list[int]) -> None:
         super().__init__()
-        self.sparse_arch, self.masked = sparse_arch, masked
+        self.sparse_arch, self.num_students, self.masked = sparse_arch, num_students, masked
 
     def forward(self, features):
-        emb = self.sparse_arch(features)  # (B, K, F * D)
-        keep = torch.ones(emb.shape[1], 1)
+        emb = self.sparse_arch(features)  # (B, K * F * D), student-major
+        keep = torch.ones(self.num_students, 1)
         keep[self.masked] = 0
-        return emb * keep
+        return (emb.view(emb.shape[0], self.num_students, -1) * keep).flatten(1)
 
 
 def test_confidence_fusion_weights_the_strong_model(ctx, tmp_path_factory):
@@ -116,7 +116,7 @@ def test_confidence_fusion_weights_the_strong_model(ctx, tmp_path_factory):
     readers = build_readers(cfg.data, schema, rank=0, world_size=1, seed=0)
     torch.manual_seed(0)
     model, _ = build_training_model(cfg, schema)
-    model.sparse_arch = MaskStudents(model.sparse_arch, masked=[1])
+    model.sparse_arch = MaskStudents(model.sparse_arch, 2, masked=[1])
     module, plan = shard_model(
         EnsembleTrain(model, build_objective(cfg.objective, model)),
         ctx,

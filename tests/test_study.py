@@ -111,9 +111,9 @@ def test_diagnose_matches_direct_computations_and_sees_kdef_students_agree(study
     assert table["rows_used"] == len(ids) and table["student"] == 2 and table["field"] == "c3"
     assert table["ia"] == pytest.approx(s.sum() / s.max(), rel=1e-9)
     assert len(kdef["tables"]) == 4 * 11  # K x F tables
-    w0 = state["towers.weights.0"][1].numpy().astype(np.float64)
+    w0 = state["towers.groups.0.weights.0"][1].numpy().astype(np.float64)
     s0 = np.linalg.svd(w0, compute_uv=False)
-    layer = next(t for t in kdef["towers"] if t["layer"] == "weights.0")
+    layer = next(t for t in kdef["towers"] if t["layer"] == "groups.0.weights.0")
     assert layer["ia"][1] == pytest.approx(s0.sum() / s0.max(), rel=1e-9)
     corr = np.array(kdef["agreement"]["logit_correlation"])
     assert corr.shape == (4, 4) and np.allclose(np.diag(corr), 1) and np.allclose(corr, corr.T)

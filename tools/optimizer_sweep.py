@@ -58,6 +58,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "Adam 1e-3, L2 0.03 whole_table",
         [*PARITY, "--train.embedding_l2", "0.03"],
     ),
+    "parity_l2x10": (
+        "Adam 1e-3, L2 0.1 whole_table",
+        [*PARITY, "--train.embedding_l2", "0.1"],
+    ),
+    "parity_l2x10_auc_logloss": (
+        "Adam 1e-3, L2 0.1 whole_table, monitor AUC - logloss",
+        [*PARITY, "--train.embedding_l2", "0.1", "--train.monitor_metric", "auc_minus_logloss"],
+    ),
     "parity_dim8": ("parity, embedding dim 8", [*PARITY, "--model.embedding_dim", "8"]),
     "parity_table_lr": ("parity, table lr 3e-4", [*PARITY, "--train.sparse_lr", "0.0003"]),
     "parity_dropout": ("parity, tower dropout 0.3", [*PARITY, "--model.tower.dropout", "0.3"]),
@@ -77,9 +85,11 @@ class SweepResult:
     """(best, worst) student test logloss."""
     samples_per_sec: float
     steps: int
+    wall_seconds: float = float("nan")
+    """Wall-clock seconds of the whole run (training, validations, test)."""
 
 
-def summarize(variant: str, mode: str, seed: int, report: dict) -> SweepResult:
+def summarize(variant: str, mode: str, seed: int, report: dict, wall: float) -> SweepResult:
     test = report["test"]
     students = [m for head, m in test.items() if head.startswith("student_")]
     aucs = [m["auc"] for m in students]
@@ -95,6 +105,7 @@ def summarize(variant: str, mode: str, seed: int, report: dict) -> SweepResult:
         student_logloss=(min(losses), max(losses)),
         samples_per_sec=float(np.mean(rates)) if rates else float("nan"),
         steps=report["steps"],
+        wall_seconds=wall,
     )
 
 
@@ -108,15 +119,46 @@ def run_point(
         saved = json.loads(done.read_text())
         return SweepResult(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
     args = [*overrides, *VARIANTS[variant][1], "--model.embedding_mode", mode]
-    report, _ = train_in_subprocess(config, run_dir, [*args, "--train.seed", str(seed)])
-    result = summarize(variant, mode, seed, report)
+    report, wall = train_in_subprocess(config, run_dir, [*args, "--train.seed", str(seed)])
+    result = summarize(variant, mode, seed, report, wall)
     with atomic_path(done) as tmp:
         tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
 
 
+def format_summary(results: list[SweepResult]) -> list[str]:
+    """One Markdown row per (mode, variant) over its seeds: the ensemble's mean test AUC (with
+    the range over seeds) and mean logloss, the students' AUC and logloss ranges over every seed,
+    the mean gap between the best student's logloss and the ensemble's, and mean samples/s."""
+    lines = [
+        "| embeddings | setting | seeds | ensemble AUC | ensemble logloss | students AUC "
+        "| students logloss | best-student logloss gap | samples/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    groups: dict[tuple[str, str], list[SweepResult]] = {}
+    for r in results:
+        groups.setdefault((r.mode, r.variant), []).append(r)
+    for (mode, variant), rs in groups.items():
+        aucs = [r.ensemble_auc for r in rs]
+        auc = f"{np.mean(aucs):.4f}" + (
+            f" ({min(aucs):.4f}-{max(aucs):.4f})" if len(rs) > 1 else ""
+        )
+        loss = np.mean([r.ensemble_logloss for r in rs])
+        s_auc = (min(r.student_auc[0] for r in rs), max(r.student_auc[1] for r in rs))
+        s_loss = (min(r.student_logloss[0] for r in rs), max(r.student_logloss[1] for r in rs))
+        gap = np.mean([r.student_logloss[0] - r.ensemble_logloss for r in rs])
+        rate = np.mean([r.samples_per_sec for r in rs])
+        seeds = ", ".join(str(r.seed) for r in rs)
+        lines.append(
+            f"| {mode} | {VARIANTS[variant][0]} | {seeds} | {auc} | {loss:.4f} "
+            f"| {s_auc[0]:.4f}-{s_auc[1]:.4f} | {s_loss[0]:.4f}-{s_loss[1]:.4f} | {gap:+.4f} "
+            f"| {rate:,.0f} |"
+        )
+    return lines
+
+
 def format_table(results: list[SweepResult]) -> str:
-    """One Markdown row per run, then the mean over seeds per (mode, variant)."""
+    """One Markdown row per run, then one per (mode, variant) over its seeds (format_summary)."""
     lines = [
         "| embeddings | variant | seed | ensemble AUC | ensemble logloss | students AUC "
         "| students logloss | logloss gap | samples/s |",
@@ -130,15 +172,7 @@ def format_table(results: list[SweepResult]) -> str:
             f"| {r.student_logloss[0]:.4f}-{r.student_logloss[1]:.4f} | {gap:+.4f} "
             f"| {r.samples_per_sec:,.0f} |"
         )
-    lines += ["", "| embeddings | variant | seeds | mean ensemble AUC | mean best-student gap |"]
-    lines.append("| --- | --- | --- | --- | --- |")
-    groups: dict[tuple[str, str], list[SweepResult]] = {}
-    for r in results:
-        groups.setdefault((r.mode, r.variant), []).append(r)
-    for (mode, variant), rs in groups.items():
-        auc = np.mean([r.ensemble_auc for r in rs])
-        gap = np.mean([r.student_logloss[0] - r.ensemble_logloss for r in rs])
-        lines.append(f"| {mode} | {VARIANTS[variant][0]} | {len(rs)} | {auc:.4f} | {gap:+.4f} |")
+    lines += ["", *format_summary(results)]
     return "\n".join(lines)
 
 
