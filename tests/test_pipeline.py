@@ -30,23 +30,37 @@ def _run(ctx, path, extra: list[str]):
     return trainer, readers, [float(s.components["loss"]) for s in steps]
 
 
-def _losses(ctx, path, pipeline: bool, nonfinite: str):
-    extra = ["--train.pipeline", str(pipeline).lower(), "--train.nonfinite", nonfinite]
+def _losses(ctx, path, pipeline: bool, nonfinite: str, students: list[str] = ()):
+    extra = ["--train.pipeline", str(pipeline).lower(), "--train.nonfinite", nonfinite, *students]
     trainer, readers, losses = _run(ctx, path, extra)
     evaluation = evaluate(trainer.module, readers.valid, ctx, runner=trainer.runner)
     assert trainer.runner.pipelined == pipeline  # no silent fallback to the plain loop
     return losses, evaluation.metrics, evaluation.rows
 
 
-def _compare(ctx, path, nonfinite):
-    plain = _losses(ctx, path, pipeline=False, nonfinite=nonfinite)
-    pipelined = _losses(ctx, path, pipeline=True, nonfinite=nonfinite)
+def _compare(ctx, path, nonfinite, students=()):
+    plain = _losses(ctx, path, pipeline=False, nonfinite=nonfinite, students=students)
+    pipelined = _losses(ctx, path, pipeline=True, nonfinite=nonfinite, students=students)
     return plain, pipelined
 
 
-@pytest.mark.parametrize("nonfinite", ["raise", "skip"])
-def test_the_pipelined_loop_gives_the_plain_loops_losses(tiny_dataset, nonfinite):
-    ranks = run_multiprocess(_compare, path=str(tiny_dataset), nonfinite=nonfinite)
+# heterogeneous students (vmapped groups, dropout drawn per student) go through the pipeline too
+MIXED = [
+    "--model.students",
+    "[{arch: pnn, params: {hidden_units: [8], net_dropout: 0.2}},"
+    " {arch: ecn, count: 2, params: {num_cross_layers: 2, net_dropout: 0.2}}]",
+]
+
+
+@pytest.mark.parametrize(
+    "nonfinite, students",
+    [("raise", ()), ("skip", ()), ("raise", MIXED)],
+    ids=["raise", "skip", "mixed"],
+)
+def test_the_pipelined_loop_gives_the_plain_loops_losses(tiny_dataset, nonfinite, students):
+    ranks = run_multiprocess(
+        _compare, path=str(tiny_dataset), nonfinite=nonfinite, students=students
+    )
     for (plain, plain_eval, rows), (pipelined, pipe_eval, pipe_rows) in ranks:
         assert len(plain) == STEPS and len(set(plain)) == STEPS  # real steps, the loss moves
         torch.testing.assert_close(pipelined, plain, rtol=0, atol=1e-6)
