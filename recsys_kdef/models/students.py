@@ -51,11 +51,6 @@ def student_groups(cfg: ModelConfig) -> list[GroupLayout]:
     return groups
 
 
-def student_embedding_dims(cfg: ModelConfig) -> list[int]:
-    """Each student's embedding dimension, in student order."""
-    return [g.embedding_dim for g in student_groups(cfg) for _ in range(g.count)]
-
-
 def locate_student(cfg: ModelConfig, k: int) -> tuple[int, int]:
     """(group index, index inside the group) of student k."""
     for g, group in enumerate(student_groups(cfg)):

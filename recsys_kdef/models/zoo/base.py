@@ -88,7 +88,8 @@ class MLPBlock(nn.Module):
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        for d_in, d_out in zip([input_dim, *hidden_units], hidden_units):
+        sizes = [input_dim, *hidden_units]
+        for d_in, d_out in zip(sizes, hidden_units):
             layers.append(nn.Linear(d_in, d_out))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(d_out))
@@ -96,9 +97,9 @@ class MLPBlock(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
         if output_dim is not None:
-            layers.append(nn.Linear(([input_dim, *hidden_units])[-1], output_dim, bias=output_bias))
+            layers.append(nn.Linear(sizes[-1], output_dim, bias=output_bias))
         self.layers = nn.Sequential(*layers)
-        self.output_dim = output_dim if output_dim is not None else ([input_dim, *hidden_units])[-1]
+        self.output_dim = output_dim if output_dim is not None else sizes[-1]
         xavier_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
