@@ -115,12 +115,14 @@ def _attempt_store() -> dist.Store:
 
 
 # Warnings torch and torchrec raise about their own internals (ShardedTensor's deprecation,
-# DDP arguments torchrec passes, the planner's storage heuristics): nothing a user can act on.
+# DDP arguments torchrec passes, the planner's storage heuristics, torchrec 1.6's
+# ShardingEnv calling torch's deprecated `_get_pg_default_device`): nothing a user can act on.
 LIBRARY_WARNINGS = (
     "Please use DTensor instead",
     "HeuristicalStorageReservation",
     "`broadcast_buffers` is deprecated",
     "Using a non-tuple sequence for multidimensional indexing",
+    "`_get_pg_default_device` will be deprecated",
 )
 
 
