@@ -60,6 +60,8 @@ def build_train_module(
     module = EnsembleTrain(
         model, objective, embedding_l2=cfg.train.embedding_l2, l2_mode=cfg.train.embedding_l2_mode
     )
+    if cfg.train.compile:
+        module.compile_dense()
     return module, teacher_weights
 
 

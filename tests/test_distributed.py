@@ -14,6 +14,7 @@ from recsys_kdef.distributed import all_gather_rows, build_optimizer, shard_mode
 from recsys_kdef.models.ensemble import build_model
 from recsys_kdef.models.train_wrapper import EnsembleTrain
 from recsys_kdef.objectives import build_objective
+from recsys_kdef.train import build_train_module
 from recsys_kdef.trainer import Trainer
 
 K = 3
@@ -49,13 +50,7 @@ def setup(ctx, path, mode="per_model", sharding=("table_wise", "column_wise"), e
     schema = Schema.load(path)
     readers = build_readers(cfg.data, schema, rank=ctx.rank, world_size=ctx.world_size, seed=0)
     torch.manual_seed(0)
-    model = build_model(cfg.model, schema)
-    module = EnsembleTrain(
-        model,
-        build_objective(cfg.objective, model),
-        embedding_l2=cfg.train.embedding_l2,
-        l2_mode=cfg.train.embedding_l2_mode,
-    )
+    module, _ = build_train_module(cfg, schema)  # as train.py builds it
     dmp, plan = shard_model(module, ctx, cfg.planner, cfg.train, cfg.data.batch_size)
     return cfg, schema, readers, dmp, plan
 

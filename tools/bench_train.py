@@ -12,6 +12,7 @@ bound) and writes JSON; arguments it does not know are config overrides.
     python tools/bench_train.py --students 4 --batch-size 10000 --steps 20 --out bench/gpu.json
     python tools/bench_train.py --pipeline off --train.embedding_backward_threads null
     python tools/bench_train.py --mixes all --modes per_model --pipeline off   # mixed ensembles
+    python tools/bench_train.py --compile both --modes per_model --pipeline off  # torch.compile
 
 Mixed ensembles (`--mixes`, model.students) are timed beside the identical-MLP ensembles: 4 MLPs
 + 2 DCNv2 (the MLPs one batched group), the same 4 MLPs as 4 one-student groups (what
@@ -21,6 +22,7 @@ batching saves), and the KDEF authors' PNN + FINAL + ECN.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -42,9 +44,7 @@ from recsys_kdef.distributed import (
     quiet_library_warnings,
     shard_model,
 )
-from recsys_kdef.models.ensemble import build_model
-from recsys_kdef.models.train_wrapper import EnsembleTrain
-from recsys_kdef.objectives import build_objective
+from recsys_kdef.train import build_train_module
 from recsys_kdef.trainer import Trainer
 
 # Vocabulary sizes of Criteo_x4 as FuxiCTR encodes it (13 bucketised integer fields, 26 categorical)
@@ -122,7 +122,14 @@ def mixes(hidden: list[int]) -> dict[str, str]:
 
 
 def bench_one(
-    ctx: DistContext, schema: Schema, k: int, mode: str, pipeline: bool, args, mix: str | None
+    ctx: DistContext,
+    schema: Schema,
+    k: int,
+    mode: str,
+    pipeline: bool,
+    compiled: bool,
+    args,
+    mix: str | None,
 ) -> dict:
     students = ["--model.students", mixes(args.hidden)[mix]] if mix else []
     cfg = load_config(
@@ -144,12 +151,13 @@ def bench_one(
             str(args.batch_size),
             "--train.pipeline",
             str(pipeline).lower(),
+            "--train.compile",
+            str(compiled).lower(),
             *args.overrides,
         ]
     )
     torch.manual_seed(0)
-    model = build_model(cfg.model, schema)
-    module = EnsembleTrain(model, build_objective(cfg.objective, model))
+    module, _ = build_train_module(cfg, schema)  # as train.py builds it (train.compile too)
     dmp, plan = shard_model(module, ctx, cfg.planner, cfg.train, args.batch_size)
     # the training loop's own steps: plain or pipelined, thread settings, non-finite watch
     trainer = Trainer(dmp, build_optimizer(dmp, plan, cfg.train), ctx, cfg.train)
@@ -174,6 +182,7 @@ def bench_one(
         "ensemble": mix or f"{cfg.model.num_students} mlp",
         "embedding_mode": mode,
         "pipeline": pipeline,
+        "compile": compiled,
         "batch_size": args.batch_size,
         "tables": len(plan_tables(plan)),
         "ms_per_step": ms,
@@ -186,6 +195,7 @@ def bench_one(
 
 # assumed peaks: 2 AVX2 cores (2 FMA units x 8 fp32 lanes x 2 flops x ~3 GHz each), DDR share;
 # H100 SXM: dense TF32 tensor cores and HBM3
+CHOICES = {"off": [False], "on": [True], "both": [False, True]}
 PEAKS = {"cpu": (192e9, 20e9), "cuda": (495e12, 3.35e12)}
 
 
@@ -232,6 +242,12 @@ def main() -> None:
         help="train.pipeline: the plain loop, TorchRec's TrainPipelineSparseDist, or both",
     )
     parser.add_argument(
+        "--compile",
+        choices=["off", "on", "both"],
+        default="off",
+        help="train.compile: eager towers and objective, torch.compile'd ones, or both",
+    )
+    parser.add_argument(
         "--mixes",
         nargs="*",
         default=[],
@@ -251,14 +267,17 @@ def main() -> None:
     results = []
     try:
         for mode in args.modes:
-            for pipeline in {"off": [False], "on": [True], "both": [False, True]}[args.pipeline]:
+            for pipeline, compiled in itertools.product(
+                CHOICES[args.pipeline], CHOICES[args.compile]
+            ):
                 names = list(mixes(args.hidden)) if args.mixes == ["all"] else args.mixes
                 for k, mix in [*((k, None) for k in args.students), *((0, m) for m in names)]:
-                    r = bench_one(ctx, schema, k, mode, pipeline, args, mix)
+                    r = bench_one(ctx, schema, k, mode, pipeline, compiled, args, mix)
                     results.append(r)
                     print(
                         f"{r['device']:>5} {r['ensemble']:<18} {mode:<10} pipeline={pipeline!s:<5} "
-                        f"{r['ms_per_step']:9.1f} ms/step {r['samples_per_sec']:12,.0f} samples/s",
+                        f"compile={compiled!s:<5} {r['ms_per_step']:9.1f} ms/step "
+                        f"{r['samples_per_sec']:12,.0f} samples/s",
                         flush=True,
                     )
     finally:
@@ -268,7 +287,8 @@ def main() -> None:
         base = [
             q
             for q in results
-            if (q["embedding_mode"], q["pipeline"]) == (r["embedding_mode"], r["pipeline"])
+            if (q["embedding_mode"], q["pipeline"], q["compile"])
+            == (r["embedding_mode"], r["pipeline"], r["compile"])
         ]
         r["step_over_k1"] = r["ms_per_step"] / min(base, key=lambda q: q["students"])["ms_per_step"]
         if r["ensemble"].endswith(" mlp"):  # the roofline counts MLP towers' FLOPs
@@ -276,7 +296,7 @@ def main() -> None:
         else:
             r.update(gflops=float("nan"), embedding_mb=float("nan"), roofline_ms=float("nan"))
     header = (
-        f"{'device':<7}{'ensemble':<19}{'K':>3}  {'embeddings':<11}{'pipeline':<9}{'tables':>7}"
+        f"{'device':<7}{'ensemble':<19}{'K':>3}  {'embeddings':<11}{'pipeline':<9}{'compile':<8}{'tables':>7}"
         f"{'batch':>7}"
         f"{'ms/step':>10}"
         f"{'samples/s':>13}{'x K=min':>9}{'GFLOP':>8}{'emb MB':>8}{'roofline ms':>13}"
@@ -285,7 +305,7 @@ def main() -> None:
     for r in results:
         print(
             f"{r['device']:<7}{r['ensemble']:<19}{r['students']:>3}  {r['embedding_mode']:<11}"
-            f"{'on' if r['pipeline'] else 'off':<9}{r['tables']:>7}{r['batch_size']:>7}"
+            f"{'on' if r['pipeline'] else 'off':<9}{'on' if r['compile'] else 'off':<8}{r['tables']:>7}{r['batch_size']:>7}"
             f"{r['ms_per_step']:>10.1f}{r['samples_per_sec']:>13,.0f}{r['step_over_k1']:>9.2f}"
             f"{r['gflops']:>8.1f}{r['embedding_mb']:>8.1f}{r['roofline_ms']:>13.1f}"
         )

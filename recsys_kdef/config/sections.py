@@ -371,6 +371,11 @@ class TrainConfig:
     copy to the device and embedding input all-to-all overlap batch i's step (same results
     as the plain loop). Runs on CPU / gloo as well (without overlap there); a model TorchRec
     cannot trace falls back to the plain loop, with a logged warning."""
+    compile: bool = False
+    """torch.compile the dense part (every student group, the fusion, the objective) in place;
+    the sharded embedding lookup stays eager. The first steps (and the first validation)
+    pay the compilation (~30-60 s on 2 CPU cores). On the 2-core CPU it was no faster than
+    the eager step (README, `tools/bench_train.py --compile both`); unmeasured on GPU."""
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")

@@ -7,6 +7,8 @@ from torch import nn
 
 from recsys_kdef.data.batch import Batch
 from recsys_kdef.models.ensemble import EnsembleOutput
+from recsys_kdef.models.fusion import HiddenFusion
+from recsys_kdef.models.students import StudentTowers
 from recsys_kdef.objectives.base import ObjectiveOutput
 
 
@@ -47,6 +49,15 @@ class EnsembleTrain(nn.Module):
             loss = loss + self.embedding_l2 * penalty
             result.components["l2"] = penalty.detach()
         return loss, (result, output)
+
+    def compile_dense(self) -> None:
+        """torch.compile, in place, every student group, fusion and the objective (compiled
+        lazily at their first call; parameter names and checkpoints are unchanged). The
+        embedding collections stay eager: the planner shards them and their kernels are fbgemm's."""
+        for module in self.modules():
+            if isinstance(module, (StudentTowers, HiddenFusion)):
+                module.compile()
+        self.objective.compile()
 
     def l2_penalty(self, output: EnsembleOutput) -> torch.Tensor | None:
         """What embedding_l2 multiplies: half the whole tables' squared norm, or the mean
