@@ -32,6 +32,7 @@ from recsys_kdef.data.reader import ParquetBatchReader, list_split_files
 from recsys_kdef.data.schema import DataError, Schema
 from recsys_kdef.io import atomic_path
 from recsys_kdef.models.ensemble import build_model
+from recsys_kdef.models.students import student_groups
 from recsys_kdef.plots import save_figure, subplots
 
 TABLE_PREFIX = "sparse_arch.embedding_bag_collection.embedding_bags."
@@ -95,13 +96,17 @@ def table_spectra(
     return out
 
 
-def tower_spectra(state: dict[str, torch.Tensor]) -> list[dict]:
-    """IA of each student's weight matrix in every tower layer (tensors lead with K)."""
+def tower_spectra(state: dict[str, torch.Tensor], first_student: list[int]) -> list[dict]:
+    """IA of each student's weight matrix in every tower layer. Keys are towers.groups.<g>...
+    and tensors lead with the group's students, who are students first_student[g], ... of
+    the ensemble (`students` of each entry)."""
     out = []
     for key, w in sorted(state.items()):
-        if key.startswith("towers.") and w.ndim == 3 and min(w.shape[1:]) > 1:
+        if key.startswith("towers.groups.") and w.ndim == 3 and min(w.shape[1:]) > 1:
+            first = first_student[int(key.split(".")[2])]
             iak = [information_abundance(singular_values(w[k])) for k in range(w.shape[0])]
-            out.append({"layer": key[len("towers.") :], "shape": list(w.shape[1:]), "ia": iak})
+            out.append({"layer": key[len("towers.") :], "shape": list(w.shape[1:]), "ia": iak,
+                        "students": list(range(first, first + len(iak)))})  # fmt: skip
     return out
 
 
@@ -130,6 +135,8 @@ def diagnose(checkpoint: str | Path, data: str | Path | None, split: str, max_ro
     used = used_ids(data, schema, "train", max_rows)
     model = build_model(cfg.model, schema, device=torch.device("cpu"))
     model.load_state_dict(state)
+    counts = [group.count for group in student_groups(cfg.model)]
+    first_student = [sum(counts[:g]) for g in range(len(counts))]
     reader = ParquetBatchReader(list_split_files(data, split), schema, 4096, training=False)
     corr = agreement(model, reader, max_rows)
     k = corr.shape[0]
@@ -140,7 +147,7 @@ def diagnose(checkpoint: str | Path, data: str | Path | None, split: str, max_ro
         "embedding_mode": cfg.model.embedding_mode,
         "embedding_dim": cfg.model.embedding_dim,
         "tables": table_spectra(state, used, max_rows, cfg.train.seed),
-        "towers": tower_spectra(state),
+        "towers": tower_spectra(state, first_student),
         "agreement": {
             "split": split,
             "logit_correlation": corr.tolist(),
@@ -180,12 +187,14 @@ def plot(result: dict, out: Path) -> list[Path]:
 
     if result["towers"]:
         fig, ax = subplots()
-        layers = result["towers"]
-        k = len(layers[0]["ia"])
-        width = 0.8 / k
-        for s in range(k):
-            ax.bar(np.arange(len(layers)) + s * width, [lay["ia"][s] for lay in layers], width,
-                   label=f"student {s}")  # fmt: skip
+        layers = result["towers"]  # a heterogeneous ensemble's groups have layers of their own
+        width = 0.8 / result["students"]
+        for s in range(result["students"]):
+            at = [(i, lay["ia"][lay["students"].index(s)]) for i, lay in enumerate(layers)
+                  if s in lay["students"]]  # fmt: skip
+            if at:
+                ax.bar([i + s * width for i, _ in at], [v for _, v in at], width,
+                       label=f"student {s}")  # fmt: skip
         ax.set_xticks(np.arange(len(layers)) + 0.4 - width / 2, [lay["layer"] for lay in layers])
         ax.set(ylabel="information abundance", title="Tower layers' IA per student")
         paths.append(save_figure(fig, ax, out / "tower_ia.png"))
@@ -213,7 +222,10 @@ def format_summary(result: dict) -> str:
         ]
         lines.append(f"{field:<16}" + "".join(f"{v:>9.2f}" for v in ia))
     for layer in result["towers"]:
-        lines.append(f"tower {layer['layer']:<10}" + "".join(f"{v:>9.2f}" for v in layer["ia"]))
+        who = f"s{layer['students'][0]}-s{layer['students'][-1]}"
+        lines.append(
+            f"tower {layer['layer']:<10} ({who})" + "".join(f"{v:>9.2f}" for v in layer["ia"])
+        )
     lines.append(f"mean pairwise logit correlation: {result['agreement']['mean_pairwise']:.4f}")
     return "\n".join(lines)
 

@@ -9,6 +9,10 @@ Each run is `recsys_kdef/train.py` in its own process (or a TorchX job with `--n
 its output in `<out>/runs/<objective>-K<k>-seed<s>/`. A run that finished before is skipped,
 so an interrupted study resumes where it stopped. `<out>/study.json` holds every run and the
 aggregates; `<out>/*.png` the figures.
+
+With a heterogeneous config (`model.students`, e.g. configs/kdef_latest.yaml's PNN + FINAL +
+ECN), K counts all students and must be a multiple of the mix's size: K = 6 runs every group
+with twice its count (`--students 3,6,9` for that mix).
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 from tqdm import tqdm
 
+from recsys_kdef.config import load_config
 from recsys_kdef.io import atomic_path
 from recsys_kdef.plots import save_figure, subplots
 
@@ -90,14 +96,47 @@ def grid(students: list[int], objectives: list[str], seeds: int, base_seed: int)
     ]
 
 
-def run_one(spec: RunSpec, config: str, out: Path, nproc: int, overrides: list[str]) -> RunResult:
+def student_mix(config: str, overrides: list[str]) -> list[dict] | None:
+    """The config's heterogeneous groups (model.students) as plain dicts; None for the
+    shorthand of K identical MLP students."""
+    students = load_config(["--config", config, *overrides]).model.students
+    return None if students is None else [asdict(group) for group in students]
+
+
+def scaled_mix(mix: list[dict], k: int) -> list[dict]:
+    """The mix with K students in all: every group's count times K / (the mix's size)."""
+    size = sum(group["count"] for group in mix)
+    if k % size:
+        archs = " + ".join(f"{g['count']} {g['arch']}" for g in mix)
+        raise ValueError(
+            f"K = {k} is not a multiple of the {size} students of model.students ({archs}); "
+            f"use --students {size},{2 * size},{3 * size}, ..."
+        )
+    return [{**group, "count": group["count"] * (k // size)} for group in mix]
+
+
+def students_override(k: int, mix: list[dict] | None) -> list[str]:
+    """The overrides that make a run's ensemble K students."""
+    if mix is None:
+        return ["--model.num_students", str(k)]
+    return ["--model.students", yaml.safe_dump(scaled_mix(mix, k), default_flow_style=True)]
+
+
+def run_one(
+    spec: RunSpec,
+    config: str,
+    out: Path,
+    nproc: int,
+    overrides: list[str],
+    mix: list[dict] | None = None,
+) -> RunResult:
     """Train one grid point (or read it back if it finished before)."""
     run_dir = out / "runs" / spec.name
     done = run_dir / "run.json"
     if done.is_file():
         return RunResult(**json.loads(done.read_text()))
-    args = [*OBJECTIVES[spec.objective][0], "--model.num_students", str(spec.students)]
-    args += ["--train.seed", str(spec.seed), *overrides]
+    args = [*OBJECTIVES[spec.objective][0], "--train.seed", str(spec.seed), *overrides]
+    args += students_override(spec.students, mix)  # last: it scales an overridden mix too
     report, wall = train_in_subprocess(config, run_dir, args, nproc)
     result = summarize(spec, report, wall)
     with atomic_path(done) as tmp:
@@ -241,11 +280,17 @@ def main(argv: list[str] | None = None) -> None:
             f"error: objectives must be of {', '.join(OBJECTIVES)} (got {unknown or objectives}), "
             "K >= 1 and --seeds >= 1"
         )
+    try:
+        mix = student_mix(args.config, overrides)
+        for k in students if mix is not None else []:
+            scaled_mix(mix, k)  # every K fits the mix, before any run starts
+    except ValueError as e:  # a config error, or a K the mix does not divide
+        sys.exit(f"error: {args.config}: {e}")
     specs = grid(students, objectives, args.seeds, args.base_seed)
     results = []
     for spec in tqdm(specs, desc="study", unit="run"):
         try:
-            results.append(run_one(spec, args.config, args.out, args.nproc, overrides))
+            results.append(run_one(spec, args.config, args.out, args.nproc, overrides, mix))
         except RuntimeError as e:
             sys.exit(f"error: {e}")
     rows = aggregate(results)

@@ -129,3 +129,38 @@ def test_diagnose_matches_direct_computations_and_sees_kdef_students_agree(study
         "agreement.png",
     ]
     assert all((tmp_path / f).stat().st_size > 1000 for f in written["figures"])
+
+
+MIX = (
+    "[{arch: mlp, params: {hidden_units: [32]}},"
+    " {arch: dcn, params: {num_cross_layers: 2, dnn_hidden_units: [16]}}]"
+)
+
+
+def test_a_heterogeneous_study_scales_every_group_and_refuses_a_k_the_mix_does_not_divide(
+    study, tmp_path, capsys
+):
+    _, _, data = study
+    argv = ["--config", str(ROOT / "configs/demo.yaml"), "--objectives", "kdef", "--seeds", "1"]
+    argv += ["--data.path", str(data), *OVERRIDES, "--train.epochs", "1", "--model.students", MIX]
+    with pytest.raises(SystemExit) as refused:
+        study_main([*argv, "--students", "2,3", "--out", str(tmp_path / "bad")])
+    assert "K = 3 is not a multiple of the 2 students" in str(refused.value)
+    assert not (tmp_path / "bad").exists()  # refused before any run started
+    out = tmp_path / "mix"
+    study_main([*argv, "--students", "2,4", "--out", str(out)])
+    report = json.loads((out / "study.json").read_text())
+    assert [r["students"] for r in report["runs"]] == [2, 4]
+    for k in (2, 4):
+        metrics = json.loads((out / "runs" / f"kdef-K{k}-seed2024" / "metrics.json").read_text())
+        groups = metrics["config"]["model"]["students"]
+        assert [(g["arch"], g["count"]) for g in groups] == [("mlp", k // 2), ("dcn", k // 2)]
+        assert {f"student_{i}" for i in range(k)} <= set(metrics["test"])
+        assert f"student_{k}" not in metrics["test"]
+        assert metrics["test"]["ensemble"]["auc"] > 0.6  # the planted signal is learned
+    # diagnose names each group's layers by the ensemble's students (mlp: 0-1, dcn: 2-3)
+    diagnose_main(["--checkpoint", str(out / "runs/kdef-K4-seed2024"), "--out", str(tmp_path)])
+    towers = json.loads((tmp_path / "diagnose.json").read_text())["towers"]
+    by_group = {t["layer"].split(".")[1]: t["students"] for t in towers}
+    assert by_group == {"0": [0, 1], "1": [2, 3]}, towers
+    assert (tmp_path / "tower_ia.png").stat().st_size > 1000

@@ -193,10 +193,20 @@ def bench_one(
     }
 
 
-# assumed peaks: 2 AVX2 cores (2 FMA units x 8 fp32 lanes x 2 flops x ~3 GHz each), DDR share;
-# H100 SXM: dense TF32 tensor cores and HBM3
 CHOICES = {"off": [False], "on": [True], "both": [False, True]}
-PEAKS = {"cpu": (192e9, 20e9), "cuda": (495e12, 3.35e12)}
+
+
+def cpu_peak_flops() -> float:
+    """fp32 peak of the cores torch uses: 2 FMA units x (16 lanes with AVX-512, else 8) x 2
+    flops x ~3 GHz each (an assumption: the clock is not read)."""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    lanes = 16 if " avx512f" in flags else 8
+    return torch.get_num_threads() * 2 * lanes * 2 * 3e9
+
+
+# assumed peaks (FLOP/s, bytes/s): the CPU's fp32 FMA peak and a DDR share; H100 SXM: dense
+# TF32 tensor cores and HBM3
+PEAKS = {"cpu": (cpu_peak_flops(), 20e9), "cuda": (495e12, 3.35e12)}
 
 
 def roofline(r: dict, fields: int, dense: int, dim: int, hidden: list[int]) -> dict:
