@@ -123,6 +123,9 @@ LIBRARY_WARNINGS = (
     "`broadcast_buffers` is deprecated",
     "Using a non-tuple sequence for multidimensional indexing",
     "`_get_pg_default_device` will be deprecated",
+    # torch 2.13, on every backward through a data_parallel table (fbgemm's dense kernel):
+    # the updates are right (tests/test_distributed.py::test_adam_on_cpu_equals_torch_adam_...)
+    "fbgemm::dense_embedding_codegen_lookup_function: an autograd kernel was not registered",
 )
 
 

@@ -106,16 +106,18 @@ def prepare(
     _check_caps(opts, sparse)
     min_count = fmt.default_min_count if opts.min_count is None else opts.min_count
     splitter = Splitter(fmt, raw, opts)
-    hashed = {f.name: HashedIds(n) for f in sparse if (n := opts.cap(opts.max_vocab, f.name))}
+    own = [f for f in sparse if f.kind != "sequence"]  # sequences share their target's ids
+    hashed = {f.name: HashedIds(n) for f in own if (n := opts.cap(opts.max_vocab, f.name))}
 
     start = time.perf_counter()
-    counts = count_pass(fmt, raw, splitter, [f for f in sparse if f.name not in hashed], opts)
+    counts = count_pass(fmt, raw, splitter, [f for f in own if f.name not in hashed], opts)
     seconds = {"pass1": time.perf_counter() - start}
     vocabs: dict[str, Vocabulary | HashedIds] = {
         name: Vocabulary.fit(counter.counts(), min_count, opts.cap(opts.max_features, name))
         for name, counter in counts.counters.items()
     }
     vocabs.update(hashed)
+    vocabs.update({f.name: vocabs[f.sequence_of] for f in sparse if f.kind == "sequence"})
     counts.counters.clear()  # the counts can be large; the vocabularies are all we keep
     card = {
         "source": {
@@ -127,14 +129,27 @@ def prepare(
         "raw_rows": counts.raw_rows,
         "filtered_rows": counts.filtered,
         "bad_rows": {"count": counts.bad.count, "examples": counts.bad.examples},
-        "fields": {name: v.card() for name, v in vocabs.items()},
+        "fields": {
+            f.name: {"sequence_of": f.sequence_of, "max_len": f.max_len}
+            if f.kind == "sequence"
+            else vocabs[f.name].card()
+            for f in sparse
+        },
         "min_count": min_count,
         "version": _version(),
         "card_version": CARD_VERSION,
     }
     schema = Schema(
         sparse=tuple(
-            SparseField(f.name, vocabs[f.name].size, f.kind == "multi", f.pooling) for f in sparse
+            SparseField(
+                f.name,
+                vocabs[f.name].size,
+                f.kind in ("multi", "sequence"),
+                f.pooling,
+                sequence_of=f.sequence_of,
+                max_len=f.max_len,
+            )
+            for f in sparse
         ),
         dense=tuple(DenseField(f.name) for f in specs if not f.is_sparse),
         label="label",
@@ -151,9 +166,9 @@ def prepare(
     try:
         write_pass(fmt, raw, splitter, schema, vocabs, counts, tmp, opts)
         (tmp / "vocab").mkdir()
-        for name, v in vocabs.items():
-            if (table := v.to_table()) is not None:
-                pq.write_table(table, tmp / "vocab" / f"{name}.parquet")
+        for f in own:  # a sequence's mapping is its target's
+            if (table := vocabs[f.name].to_table()) is not None:
+                pq.write_table(table, tmp / "vocab" / f"{f.name}.parquet")
         schema.save(tmp)
         _replace(tmp, out)
     except BaseException:
@@ -349,13 +364,13 @@ def _keep_existing(out: Path, fingerprint: dict, force: bool) -> bool:
 
 
 def _check_caps(opts: PrepareOptions, sparse: list) -> None:
-    names = {f.name for f in sparse}
+    names = {f.name for f in sparse if f.kind != "sequence"}  # a sequence has its target's ids
     for option, caps in (("--max-features", opts.max_features), ("--max-vocab", opts.max_vocab)):
         unknown = sorted(set(caps) - names - {"*"})
         if unknown:
             raise DataError(
                 f"{option}: no sparse field {unknown}; the fields are "
-                f"{', '.join(f.name for f in sparse)}"
+                f"{', '.join(f.name for f in sparse if f.name in names)}"
             )
 
 

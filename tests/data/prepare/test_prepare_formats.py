@@ -507,3 +507,51 @@ def test_get_movielens100k_writes_the_grouplens_layout(tmp_path):
     release = next(f for f in schema.sparse if f.name == "Release")
     assert release.vocab_size == 3  # PAD, 1990 (the train rows), OOV
     assert [len(g) for r in rows for g in r["Genres"]] == [1, 1, 2, 2]
+
+
+def test_movielens_history_is_the_users_earlier_liked_movies(tmp_path):
+    """--history 3: per kept rating, the last 3 movies its user rated > 3 strictly earlier
+    (same-second ratings excluded, file order within a second), in MovieID's ids; brute force."""
+    import random
+
+    rng = random.Random(7)
+    users, movies = 6, 9
+    (tmp_path / "users.dat").write_text(
+        "".join(f"{u}::{'FM'[u % 2]}::25::{u}::0000{u}\n" for u in range(1, users + 1))
+    )
+    (tmp_path / "movies.dat").write_text(
+        "".join(f"{m}::Movie {m} (199{m})::Drama\n" for m in range(1, movies + 1))
+    )
+    pairs = rng.sample([(u, m) for u in range(1, users + 1) for m in range(1, movies + 1)], 40)
+    ratings = [(u, m, rng.randint(1, 5), 1000 + rng.randint(0, 12)) for u, m in pairs]  # ties
+    (tmp_path / "ratings.dat").write_text(
+        "".join(f"{u}::{m}::{r}::{t}\n" for u, m, r, t in ratings)
+    )
+    out = tmp_path / "ml"
+    split = ("--split", "order", "--ratios", "0.5,0.25,0.25")
+    schema = run_prepare("movielens", [tmp_path], out, *split, "--history", "3")
+    field = next(f for f in schema.sparse if f.name == "MovieHistory")
+    target = next(f for f in schema.sparse if f.name == "MovieID")
+    assert (field.sequence_of, field.max_len, field.multi_valued) == ("MovieID", 3, True)
+    assert field.vocab_size == target.vocab_size
+    assert not (out / "vocab" / "MovieHistory.parquet").exists()  # MovieID's mapping serves
+    kept = [r for r in ratings if r[2] != 3]
+    n_train = sum(1 for r in ratings[:20] if r[2] != 3)  # the order split: lines 1-20 train
+    vocab = expected_vocab([m for _, m, _, _ in kept[:n_train]], 1)
+    expected = []
+    for u, _, _, t in kept:
+        earlier = [
+            (t2, i, m2)
+            for i, (u2, m2, r2, t2) in enumerate(ratings)
+            if u2 == u and r2 > 3 and t2 < t
+        ]
+        expected.append(encode([m2 for _, _, m2 in sorted(earlier)][-3:], vocab))
+    got = sum((read_split(out, s)["MovieHistory"] for s in ("train", "valid", "test")), [])
+    assert got == expected
+    assert any(len(h) == 3 for h in got) and any(len(h) == 0 for h in got)  # truncated, empty
+    # without the option the dataset has no sequence; a negative length is refused by name
+    plain = run_prepare("movielens", [tmp_path], tmp_path / "plain", *split)
+    assert "MovieHistory" not in {f.name for f in plain.sparse}
+    with pytest.raises(SystemExit, match="--history must be >= 0"):
+        run_prepare("movielens", [tmp_path], tmp_path / "bad", "--history", "-1")
+    assert not (tmp_path / "bad").exists()

@@ -20,8 +20,12 @@ class FieldSpec:
     """A field of the prepared dataset before its vocabulary is known."""
 
     name: str
-    kind: str = "sparse"  # sparse | multi | dense
-    pooling: str = "mean"  # for multi-valued fields
+    kind: str = "sparse"  # sparse | multi | sequence | dense
+    pooling: str = "mean"  # for multi-valued fields and sequences
+    sequence_of: str | None = None
+    """sequence: the target field whose vocabulary (and table) the ids share; no counts of its own."""
+    max_len: int = 0
+    """sequence: the positions kept (the format writes at most these, the latest)."""
 
     @property
     def is_sparse(self) -> bool:

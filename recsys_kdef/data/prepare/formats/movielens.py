@@ -5,10 +5,16 @@ ratings.dat (UserID::MovieID::Rating::Timestamp) is streamed; users.dat
 beside it are small and read whole. Ratings of 3 are left out (counted in the card), the
 label is Rating > 3. Fields: UserID, Gender, Age, Occupation, MovieID, Release (the year in
 the title), Genres (multi-valued, '|'-separated, sum-pooled as the authors' MaskedSumPooling).
+
+`--history N` adds MovieHistory, a behaviour sequence for DIN (schema `sequence_of: MovieID`):
+the last N movies the same user rated > 3 strictly before this rating's timestamp, oldest
+first. It needs every rating of the user, so the ratings file is read whole once for it (24 MB
+for ML-1M); same-second ratings are not each other's history.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -17,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_kdef.data.prepare.formats.base import Features, FieldSpec, Format
-from recsys_kdef.data.prepare.text import Chunk, TextLayout
+from recsys_kdef.data.prepare.text import BadRows, Chunk, TextLayout
 from recsys_kdef.data.schema import DataError
 
 RATINGS = ("UserID", "MovieID", "Rating", "Timestamp")
@@ -33,13 +39,44 @@ class MovieLens(Format):
         delimiter="\t", columns=RATINGS, types={c: pa.int64() for c in RATINGS}, separator="::"
     )
 
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--history",
+            type=int,
+            default=0,
+            metavar="N",
+            help="add MovieHistory: the user's last N movies rated > 3 before each rating (DIN)",
+        )
+
     def __init__(self, args) -> None:
         super().__init__(args)
+        self.history = getattr(args, "history", 0)
+        if self.history < 0:
+            raise DataError(f"--history must be >= 0 (0: no MovieHistory), got {self.history}")
         self._side: dict[Path, tuple[Lookup, Lookup]] = {}
+        self._histories: dict[Path, Histories] = {}
 
     def fields(self) -> list[FieldSpec]:
         names = ["UserID", "Gender", "Age", "Occupation", "MovieID", "Release"]
-        return [FieldSpec(n) for n in names] + [FieldSpec("Genres", "multi", "sum")]
+        fields = [FieldSpec(n) for n in names] + [FieldSpec("Genres", "multi", "sum")]
+        if self.history:
+            fields.append(FieldSpec("MovieHistory", "sequence", "mean", "MovieID", self.history))
+        return fields
+
+    def options(self) -> dict:
+        return {"history": self.history} if self.history else {}  # datasets of before stay valid
+
+    def histories(self, ratings: Path) -> Histories:
+        """Every rating's MovieHistory, from the whole file (read once)."""
+        if ratings not in self._histories:
+            columns = {c: [] for c in RATINGS}
+            for chunk in self.chunks(ratings, BadRows(skip=True), 32 << 20):  # pass 1 vets rows
+                for c in RATINGS:
+                    columns[c].append(pc.fill_null(chunk.table[c], -1).to_numpy())
+            user, movie, rating, ts = (np.concatenate(columns[c]) for c in RATINGS)
+            self._histories[ratings] = Histories(user, movie, rating, ts, self.history)
+        return self._histories[ratings]
 
     ratings_file, side_names = "ratings.dat", ("users.dat", "movies.dat")
 
@@ -78,6 +115,10 @@ class MovieLens(Format):
         sparse = {"UserID": t["UserID"].combine_chunks(), "MovieID": t["MovieID"].combine_chunks()}
         sparse.update(users.take(t["UserID"]))
         sparse.update(movies.take(t["MovieID"]))
+        if self.history:
+            sparse["MovieHistory"] = self.histories(chunk.path).take(
+                t["UserID"].to_numpy(), t["MovieID"].to_numpy()
+            )
         labels = (t["Rating"].to_numpy() > 3).astype(np.int8)
         return Features(sparse, {}, labels, chunk.lines[kept], filtered=int((~kept).sum()))
 
@@ -117,6 +158,44 @@ class MovieLens100K(MovieLens):
 def _age_code(age: int) -> int:
     """ML-1M's Age code of an age in years."""
     return max([1, *(b for b in AGE_BUCKETS if age >= b)])
+
+
+class Histories:
+    """Each rating's behaviour sequence, by (user, movie): the movies the user rated > 3
+    strictly before it, the latest `max_len`, oldest first (ties in time in file order)."""
+
+    def __init__(self, user, movie, rating, ts, max_len: int) -> None:
+        order = np.lexsort((ts, user))  # by user, then time; stable, so file order in a tie
+        user, movie, rating, ts = user[order], movie[order], rating[order], ts[order]
+        counts = np.zeros(len(user), np.int64)  # per rating: positives strictly before it
+        starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
+        positives = []  # per user: rows of its positives, in time order
+        for start, end in zip(starts, np.r_[starts[1:], len(user)]):
+            liked = start + np.flatnonzero(rating[start:end] > 3)
+            counts[start:end] = np.searchsorted(ts[liked], ts[start:end], side="left")
+            positives.append(liked)
+        liked = np.concatenate(positives)
+        before = np.r_[0, np.cumsum([len(p) for p in positives])][:-1]  # each user's first
+        first = np.repeat(before, np.diff(np.r_[starts, len(user)]))  # ... for each of its rows
+        lengths = np.minimum(counts, max_len)
+        offsets = np.r_[0, np.cumsum(lengths)]
+        within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)
+        picks = np.repeat(first + counts - lengths, lengths) + within  # into `liked`
+        self.lists = pa.ListArray.from_arrays(
+            pa.array(offsets.astype(np.int32)), pa.array(movie[liked[picks]])
+        )
+        self.width = int(movie.max()) + 1
+        keys = user * self.width + movie
+        self.order = np.argsort(keys, kind="stable")
+        self.keys = keys[self.order]
+
+    def take(self, user: np.ndarray, movie: np.ndarray) -> pa.Array:
+        """The histories of these ratings (each must be in the file the histories came from)."""
+        keys = user * self.width + movie
+        at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        if not np.array_equal(self.keys[at], keys):
+            raise DataError("ratings changed while reading them: a rating has no history")
+        return self.lists.take(pa.array(self.order[at]))
 
 
 class Lookup:
