@@ -81,6 +81,27 @@ def test_pooling_factors_come_from_the_data(tiny_dataset):
     assert planned[f"s1__{multi}"] == pytest.approx(stats[multi].pooling_factor)
 
 
+def test_a_sequences_positions_are_planned_at_the_share_of_rows_that_reach_them(tmp_path):
+    from recsys_kdef.config import SyntheticConfig
+    from recsys_kdef.data.synthetic import generate
+
+    path = tmp_path / "seq"
+    generate(SyntheticConfig(rows=3000, row_group_size=1000, sequence_len=6, seed=3), path)
+    schema = Schema.load(path)
+    seq = schema.sequences[0]
+    stats = estimate_field_stats(path, schema, max_row_groups=100)
+    tables = [pq.read_table(p) for p in sorted((path / "train").glob("*.parquet"))]
+    kept = np.concatenate(
+        [np.minimum([len(x or []) for x in t.column(seq.name).to_pylist()], 6) for t in tables]
+    )  # the reader keeps the last 6 ids
+    share = [float((kept > i).mean()) for i in range(6)]
+    assert [stats[f"{seq.name}#{i}"].pooling_factor for i in range(6)] == pytest.approx(share)
+    assert share[0] == 1.0 > share[-1] > 0  # every row has one id, not all have six
+    # the target's table reads its own id and every position: 1 + sum of the shares, not 7
+    planned = {t.name: t.pooling_factor for t in plan_for(path).tables}
+    assert planned[f"s0__{seq.sequence_of}"] == pytest.approx(1 + sum(share))
+
+
 def test_constraints_by_field_glob_and_table_are_honoured(tiny_dataset, tmp_path):
     field = Schema.load(tiny_dataset).sparse_names[1]
     path = tmp_path / "constraints.yaml"

@@ -110,7 +110,8 @@ class PlanSummary:
     ranks: list[RankInfo]
     rejected: list[Rejection] = field(default_factory=list)
     field_stats: dict[str, dict] = field(default_factory=dict)
-    """Per sparse field: pooling_factor, distinct_fraction, rows (from --data / data.path)."""
+    """Per sparse field (and sequence position `<name>#i`): pooling_factor, distinct_fraction,
+    rows (from --data / data.path)."""
     planner: dict = field(default_factory=dict)
     """How the plan was found: seconds, proposals, plans, storage reservation."""
     format: str = FORMAT
