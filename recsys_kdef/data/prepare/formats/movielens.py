@@ -167,20 +167,16 @@ class Histories:
     def __init__(self, user, movie, rating, ts, max_len: int) -> None:
         order = np.lexsort((ts, user))  # by user, then time; stable, so file order in a tie
         user, movie, rating, ts = user[order], movie[order], rating[order], ts[order]
-        counts = np.zeros(len(user), np.int64)  # per rating: positives strictly before it
-        starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
-        positives = []  # per user: rows of its positives, in time order
-        for start, end in zip(starts, np.r_[starts[1:], len(user)]):
-            liked = start + np.flatnonzero(rating[start:end] > 3)
-            counts[start:end] = np.searchsorted(ts[liked], ts[start:end], side="left")
-            positives.append(liked)
-        liked = np.concatenate(positives)
-        before = np.r_[0, np.cumsum([len(p) for p in positives])][:-1]  # each user's first
-        first = np.repeat(before, np.diff(np.r_[starts, len(user)]))  # ... for each of its rows
-        lengths = np.minimum(counts, max_len)
+        liked = np.flatnonzero(rating > 3)  # the positives, in the same (user, time) order
+        before = np.r_[0, np.cumsum(rating > 3)][:-1]  # per row: positives sorted before it
+        new_user = np.r_[True, user[1:] != user[:-1]]
+        new_time = new_user | np.r_[True, ts[1:] != ts[:-1]]
+        # positives before the row's (user, second), minus those of earlier users
+        end = before[_run_starts(new_time)]  # into `liked`: one past the history's last id
+        lengths = np.minimum(end - before[_run_starts(new_user)], max_len)
         offsets = np.r_[0, np.cumsum(lengths)]
         within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)
-        picks = np.repeat(first + counts - lengths, lengths) + within  # into `liked`
+        picks = np.repeat(end - lengths, lengths) + within  # into `liked`
         self.lists = pa.ListArray.from_arrays(
             pa.array(offsets.astype(np.int32)), pa.array(movie[liked[picks]])
         )
@@ -196,6 +192,11 @@ class Histories:
         if not np.array_equal(self.keys[at], keys):
             raise DataError("ratings changed while reading them: a rating has no history")
         return self.lists.take(pa.array(self.order[at]))
+
+
+def _run_starts(starts: np.ndarray) -> np.ndarray:
+    """Per element, the index of the first element of its run (`starts` marks where runs begin)."""
+    return np.maximum.accumulate(np.where(starts, np.arange(len(starts)), 0))
 
 
 class Lookup:
