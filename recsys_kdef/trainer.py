@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from recsys_kdef import checkpoint as ckpt
 from recsys_kdef.config import TrainConfig
+from recsys_kdef.cpu_memory import keep_freed_memory
 from recsys_kdef.data.reader import ParquetBatchReader
 from recsys_kdef.distributed import (
     DistContext,
@@ -164,6 +165,14 @@ class Trainer:
         limit = cfg.embedding_backward_threads
         on_cpu = ctx.device.type == "cpu" and limit is not None and limit < self._threads
         self._embedding_threads = limit if on_cpu else None
+        if ctx.device.type == "cpu" and cfg.cpu_keep_freed_memory:  # process-wide, as below
+            keep_freed_memory()
+        if ctx.device.type == "cpu" and cfg.autocast == "bf16" and not native_cpu_bf16():
+            logger.warning(
+                "train.autocast=bf16 on a CPU without oneDNN's bf16 matmuls (they need AVX-512):"
+                " they are emulated, 14x slower than float32 on a 2-core AVX2 EPYC (README); use"
+                " train.autocast: none"
+            )
         if ctx.device.type == "cuda":  # process-wide, as the one trainer of the process
             torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
             torch.backends.cudnn.allow_tf32 = cfg.tf32
@@ -479,6 +488,15 @@ class _LossWindow:
 
     def mean_weights(self) -> dict[str, list]:
         return {k: (v / max(self.batches, 1)).tolist() for k, v in self.weight_sums.items()}
+
+
+def native_cpu_bf16() -> bool:
+    """Whether oneDNN has bf16 matmul kernels for this CPU (x86: AVX-512 BW/VL/DQ, using
+    AVX512-BF16 and AMX where present); True when torch cannot tell."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
 
 
 def _log_validation(point: Validation, ctx: DistContext) -> None:

@@ -26,6 +26,7 @@ import itertools
 import json
 import os
 import platform
+import resource
 import time
 from pathlib import Path
 
@@ -166,11 +167,12 @@ def bench_one(
     total = warmup + args.steps
     stream = (batches[i % len(batches)] for i in range(total))
     sync = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
-    done = []  # time at which each step's result came back
+    done, faults = [], []  # time at which each step's result came back, page faults by then
     for stepped in trainer.train_steps(stream):
         float(stepped.components["loss"])  # what a log line reads; waits for the step
         sync()
         done.append(time.perf_counter())
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
     trainer.nonfinite.check()
     trainer.runner.detach()
     times = np.diff(done)[warmup - 1 :]  # step s took done[s] - done[s - 1]
@@ -189,11 +191,24 @@ def bench_one(
         "samples_per_sec": args.batch_size / (ms / 1000),
         "steps": args.steps,
         "step_ms": [1000 * float(t) for t in times],
+        # pages the kernel had to map in (and zero) per step: large blocks malloc gave back
+        "page_faults_per_step": (faults[-1] - faults[warmup - 1]) / args.steps,
         "local_parameters": params,
     }
 
 
 CHOICES = {"off": [False], "on": [True], "both": [False, True]}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), which the figures depend on: runs differ in it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def cpu_peak_flops() -> float:
@@ -220,6 +235,35 @@ def roofline(r: dict, fields: int, dense: int, dim: int, hidden: list[int]) -> d
     peak_flops, peak_bw = PEAKS[r["device"]]
     bound_ms = 1000 * max(flops / peak_flops, nbytes / peak_bw)
     return {"gflops": flops / 1e9, "embedding_mb": nbytes / 1e6, "roofline_ms": bound_ms}
+
+
+def fit_scaling(results: list[dict]) -> list[dict]:
+    """Least-squares step(K) = fixed + K x per_student over the identical-MLP rows of each
+    (embedding mode, pipeline, compile) with two K or more. step(Kmax)/step(Kmin) <= R needs
+    fixed >= per_student x (Kmax - R Kmin) / (R - 1): 0.8x for K = 10 against 1 and R = 6."""
+    fits = []
+    for key, rows in itertools.groupby(
+        sorted(
+            (r for r in results if r["ensemble"].endswith(" mlp")),
+            key=lambda r: (r["embedding_mode"], r["pipeline"], r["compile"]),
+        ),
+        key=lambda r: (r["embedding_mode"], r["pipeline"], r["compile"]),
+    ):
+        rows = list(rows)
+        if len({r["students"] for r in rows}) < 2:
+            continue
+        per_student, fixed = np.polyfit(
+            [r["students"] for r in rows], [r["ms_per_step"] for r in rows], 1
+        )
+        fits.append(
+            dict(
+                zip(("embedding_mode", "pipeline", "compile"), key),
+                fixed_ms=float(fixed),
+                per_student_ms=float(per_student),
+                fixed_over_per_student=float(fixed / per_student),
+            )
+        )
+    return fits
 
 
 def plan_tables(plan) -> list[str]:
@@ -309,7 +353,7 @@ def main() -> None:
         f"{'device':<7}{'ensemble':<19}{'K':>3}  {'embeddings':<11}{'pipeline':<9}{'compile':<8}{'tables':>7}"
         f"{'batch':>7}"
         f"{'ms/step':>10}"
-        f"{'samples/s':>13}{'x K=min':>9}{'GFLOP':>8}{'emb MB':>8}{'roofline ms':>13}"
+        f"{'samples/s':>13}{'x K=min':>9}{'faults':>8}{'GFLOP':>8}{'emb MB':>8}{'roofline ms':>13}"
     )
     print("\n" + header)
     for r in results:
@@ -317,23 +361,34 @@ def main() -> None:
             f"{r['device']:<7}{r['ensemble']:<19}{r['students']:>3}  {r['embedding_mode']:<11}"
             f"{'on' if r['pipeline'] else 'off':<9}{'on' if r['compile'] else 'off':<8}{r['tables']:>7}{r['batch_size']:>7}"
             f"{r['ms_per_step']:>10.1f}{r['samples_per_sec']:>13,.0f}{r['step_over_k1']:>9.2f}"
+            f"{r['page_faults_per_step']:>8.0f}"
             f"{r['gflops']:>8.1f}{r['embedding_mb']:>8.1f}{r['roofline_ms']:>13.1f}"
         )
     print(f"roofline: assumed peaks (FLOP/s, bytes/s) {PEAKS[results[0]['device']]}")
+    scaling = fit_scaling(results)
+    for s in scaling:
+        print(
+            f"scaling {s['embedding_mode']} pipeline={s['pipeline']} compile={s['compile']}: "
+            f"step = {s['fixed_ms']:.0f} ms + K x {s['per_student_ms']:.0f} ms "
+            f"(the part that does not grow with K is {s['fixed_over_per_student']:.2f}x a student's)"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "torch": torch.__version__,
         "machine": platform.machine(),
+        "cpu": cpu_model(),
         "cpu_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "hidden_units": args.hidden,
         "vocab_scale": args.vocab_scale,
         "fields": len(schema.sparse),
         "load_average": os.getloadavg(),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "overrides": args.overrides,
     }
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    report = {"meta": meta, "results": results, "scaling": scaling}
+    out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten: {out}")
 
 

@@ -358,11 +358,17 @@ class TrainConfig:
     and their optimizer), torch's setting for the rest of the step; null: torch's setting
     throughout. On 2 shared cores the fused rowwise-Adagrad backward of K=10 students took
     2.0-4.7 s per step with 2 threads and 0.23 s with 1 (tools/bench_train.py)."""
+    cpu_keep_freed_memory: bool = True
+    """CPU only: glibc's malloc serves every tensor from its heap and keeps freed memory for
+    the next step (recsys_kdef.cpu_memory), where it would mmap each block above 32 MiB and
+    unmap it on free, so that every step page-faulted its large activations in again. On 2
+    cores it took K=10 from 3.7 to 2.2 s per step (README); the process keeps its peak memory."""
     autocast: Literal["none", "bf16"] = "none"
     """bf16: the training forward under torch.autocast(bfloat16): the towers' matmuls run in
     bf16 (AMX / tensor cores), their batch norms, the loss and the embeddings stay float32.
-    Evaluation stays float32. On the 2-core CPU (AMX) it cut the K=10 step by ~2x (README);
-    unverified on GPU."""
+    Evaluation stays float32. On a 2-core CPU with AMX it cut the K=10 step by ~2x; on one
+    without AVX-512 the bf16 matmuls are emulated, ~14x slower, and a warning is logged
+    (README). Unverified on GPU."""
     tf32: bool = True
     """CUDA only: TF32 tensor-core matmuls for float32 (torch.backends.cuda.matmul.allow_tf32);
     unverified on GPU here."""
