@@ -187,17 +187,21 @@ def plot(result: dict, out: Path) -> list[Path]:
 
     if result["towers"]:
         fig, ax = subplots()
-        layers = result["towers"]  # a heterogeneous ensemble's groups have layers of their own
-        width = 0.8 / result["students"]
+        # a heterogeneous ensemble's groups have layers of their own: each layer's slot holds
+        # the bars of its group's students only, so a big mix does not leave slots mostly empty
+        layers = result["towers"]
+        width = 0.8 / max(len(lay["students"]) for lay in layers)
         for s in range(result["students"]):
-            at = [(i, lay["ia"][lay["students"].index(s)]) for i, lay in enumerate(layers)
-                  if s in lay["students"]]  # fmt: skip
+            at = [(i + lay["students"].index(s) * width, lay["ia"][lay["students"].index(s)])
+                  for i, lay in enumerate(layers) if s in lay["students"]]  # fmt: skip
             if at:
-                ax.bar([i + s * width for i, _ in at], [v for _, v in at], width,
+                ax.bar([x for x, _ in at], [v for _, v in at], width, color=f"C{s % 10}",
                        label=f"student {s}")  # fmt: skip
-        ax.set_xticks(np.arange(len(layers)) + 0.4 - width / 2, [lay["layer"] for lay in layers])
+        centres = [i + (len(lay["students"]) - 1) * width / 2 for i, lay in enumerate(layers)]
+        ax.set_xticks(centres, [lay["layer"] for lay in layers], rotation=30, ha="right")
         ax.set(ylabel="information abundance", title="Tower layers' IA per student")
-        paths.append(save_figure(fig, ax, out / "tower_ia.png"))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars
+        paths.append(save_figure(fig, ax, out / "tower_ia.png", legend=False))
 
     corr = np.array(result["agreement"]["logit_correlation"])
     fig, ax = subplots(4.5, 4.0)
