@@ -318,6 +318,11 @@ def main() -> None:
     if ctx.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     schema = criteo_schema(args.vocab_scale)
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    print(f"{cpu_model()}, {cores} cores, load average {load:.2f}", flush=True)
+    if load > cores:  # other jobs' threads share the cores (at load 5-8 on 2 cores the K=1
+        # rows ran 3-8x slower than on an idle machine, and the K ratios looked 2-3x better)
+        print("warning: the machine is busy; CPU timings (and their K ratios) are unreliable")
     results = []
     try:
         for mode in args.modes:
