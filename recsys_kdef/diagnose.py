@@ -192,8 +192,8 @@ def plot(result: dict, out: Path) -> list[Path]:
         layers = result["towers"]
         width = 0.8 / max(len(lay["students"]) for lay in layers)
         for s in range(result["students"]):
-            at = [(i + lay["students"].index(s) * width, lay["ia"][lay["students"].index(s)])
-                  for i, lay in enumerate(layers) if s in lay["students"]]  # fmt: skip
+            at = [(i + j * width, lay["ia"][j]) for i, lay in enumerate(layers)
+                  for j, who in enumerate(lay["students"]) if who == s]  # fmt: skip
             if at:
                 ax.bar([x for x, _ in at], [v for _, v in at], width, color=f"C{s % 10}",
                        label=f"student {s}")  # fmt: skip

@@ -171,17 +171,7 @@ class Trainer:
         limit = cfg.embedding_backward_threads
         on_cpu = ctx.device.type == "cpu" and limit is not None and limit < self._threads
         self._embedding_threads = limit if on_cpu else None
-        if ctx.device.type == "cpu" and cfg.cpu_keep_freed_memory:  # process-wide, as below
-            keep_freed_memory()
-        if ctx.device.type == "cpu" and cfg.autocast == "bf16" and not native_cpu_bf16():
-            logger.warning(
-                "train.autocast=bf16 on a CPU without oneDNN's bf16 matmuls (they need AVX-512):"
-                " they are emulated, 14x slower than float32 on a 2-core AVX2 EPYC (README); use"
-                " train.autocast: none"
-            )
-        if ctx.device.type == "cuda":  # process-wide, as the one trainer of the process
-            torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
-            torch.backends.cudnn.allow_tf32 = cfg.tf32
+        _apply_process_settings(cfg, ctx.device)
 
     def fit(
         self, train: ParquetBatchReader, valid: ParquetBatchReader, resume: Path | None = None
@@ -494,6 +484,23 @@ class _LossWindow:
 
     def mean_weights(self) -> dict[str, list]:
         return {k: (v / max(self.batches, 1)).tolist() for k, v in self.weight_sums.items()}
+
+
+def _apply_process_settings(cfg: TrainConfig, device: torch.device) -> None:
+    """The process-wide settings of train.*, applied by the process's one trainer: TF32 on
+    CUDA; on CPU the allocator setting and a warning where bf16 autocast would be emulated."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+        torch.backends.cudnn.allow_tf32 = cfg.tf32
+    elif device.type == "cpu":
+        if cfg.cpu_keep_freed_memory:
+            keep_freed_memory()
+        if cfg.autocast == "bf16" and not native_cpu_bf16():
+            logger.warning(
+                "train.autocast=bf16 on a CPU without oneDNN's bf16 matmuls (they need AVX-512):"
+                " they are emulated, 14x slower than float32 on a 2-core AVX2 EPYC (README); use"
+                " train.autocast: none"
+            )
 
 
 def native_cpu_bf16() -> bool:

@@ -1,14 +1,19 @@
-"""CPU settings of the trainer: train.cpu_keep_freed_memory (after keep_freed_memory(), a step's
+"""CPU settings of the trainer (and that it applies them): train.cpu_keep_freed_memory (after keep_freed_memory(), a step's
 large tensors stop page-faulting; glibc would otherwise mmap each block above 32 MiB afresh and
 unmap it on free) and the bf16 check behind train.autocast's warning."""
 
+import logging
 import platform
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
+from recsys_kdef import trainer
+from recsys_kdef.config import TrainConfig
 from recsys_kdef.trainer import native_cpu_bf16
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
@@ -54,3 +59,21 @@ def test_after_keep_freed_memory_steps_stop_page_faulting():
 def test_native_bf16_is_what_the_cpu_flags_say():
     flags = set(Path("/proc/cpuinfo").read_text().split())
     assert native_cpu_bf16() == ({"avx512bw", "avx512vl", "avx512dq"} <= flags)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+@pytest.mark.parametrize("native", [True, False])
+def test_the_trainer_applies_the_cpu_settings_its_config_asks_for(
+    monkeypatch, caplog, keep, native
+):
+    # the process-wide effects are replaced by recorders: the wiring is what is checked here
+    calls = []
+    monkeypatch.setattr(trainer, "keep_freed_memory", lambda: calls.append("keep"))
+    monkeypatch.setattr(trainer, "native_cpu_bf16", lambda: native)
+    cfg = TrainConfig(cpu_keep_freed_memory=keep, autocast="bf16")
+    with caplog.at_level(logging.WARNING, logger="recsys_kdef"):
+        trainer._apply_process_settings(cfg, torch.device("cpu"))
+        trainer._apply_process_settings(replace(cfg, autocast="none"), torch.device("cpu"))
+    assert calls == ["keep", "keep"] if keep else calls == []
+    warned = [r for r in caplog.records if "emulated" in r.getMessage()]
+    assert len(warned) == (0 if native else 1)  # only for bf16 on a CPU without it

@@ -200,22 +200,29 @@ def bench_one(
 CHOICES = {"off": [False], "on": [True], "both": [False, True]}
 
 
+def setting(r: dict) -> tuple:
+    """A row's loop setting: rows of one setting are compared across K."""
+    return r["embedding_mode"], r["pipeline"], r["compile"]
+
+
+def cpuinfo() -> str:
+    """/proc/cpuinfo ("" where there is none)."""
+    path = Path("/proc/cpuinfo")
+    return path.read_text() if path.exists() else ""
+
+
 def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), which the figures depend on: runs differ in it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    """The CPU's model name, which the figures depend on: runs differ in it."""
+    for line in cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor()
 
 
 def cpu_peak_flops() -> float:
     """fp32 peak of the cores torch uses: 2 FMA units x (16 lanes with AVX-512, else 8) x 2
     flops x ~3 GHz each (an assumption: the clock is not read)."""
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    lanes = 16 if " avx512f" in flags else 8
+    lanes = 16 if " avx512f" in cpuinfo() else 8
     return torch.get_num_threads() * 2 * lanes * 2 * 3e9
 
 
@@ -242,13 +249,8 @@ def fit_scaling(results: list[dict]) -> list[dict]:
     (embedding mode, pipeline, compile) with two K or more. step(Kmax)/step(Kmin) <= R needs
     fixed >= per_student x (Kmax - R Kmin) / (R - 1): 0.8x for K = 10 against 1 and R = 6."""
     fits = []
-    for key, rows in itertools.groupby(
-        sorted(
-            (r for r in results if r["ensemble"].endswith(" mlp")),
-            key=lambda r: (r["embedding_mode"], r["pipeline"], r["compile"]),
-        ),
-        key=lambda r: (r["embedding_mode"], r["pipeline"], r["compile"]),
-    ):
+    mlps = sorted((r for r in results if r["ensemble"].endswith(" mlp")), key=setting)
+    for key, rows in itertools.groupby(mlps, key=setting):
         rows = list(rows)
         if len({r["students"] for r in rows}) < 2:
             continue
@@ -343,12 +345,7 @@ def main() -> None:
         destroy_distributed()
 
     for r in results:
-        base = [
-            q
-            for q in results
-            if (q["embedding_mode"], q["pipeline"], q["compile"])
-            == (r["embedding_mode"], r["pipeline"], r["compile"])
-        ]
+        base = [q for q in results if setting(q) == setting(r)]
         r["step_over_k1"] = r["ms_per_step"] / min(base, key=lambda q: q["students"])["ms_per_step"]
         if r["ensemble"].endswith(" mlp"):  # the roofline counts MLP towers' FLOPs
             r.update(roofline(r, len(schema.sparse), len(schema.dense), 16, args.hidden))
