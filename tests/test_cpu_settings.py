@@ -1,6 +1,7 @@
-"""CPU settings of the trainer (and that it applies them): train.cpu_keep_freed_memory (after keep_freed_memory(), a step's
-large tensors stop page-faulting; glibc would otherwise mmap each block above 32 MiB afresh and
-unmap it on free) and the bf16 check behind train.autocast's warning."""
+"""CPU settings of the trainer, and that it applies them: train.cpu_keep_freed_memory (after
+keep_freed_memory(), a step's large tensors stop page-faulting; glibc would otherwise mmap each
+block above 32 MiB afresh and unmap it on free) and the bf16 check behind train.autocast's
+warning."""
 
 import logging
 import platform
