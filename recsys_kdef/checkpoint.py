@@ -29,6 +29,7 @@ from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
+from recsys_kdef.checkpoint_checks import CheckpointError, check_storage, check_tensors
 from recsys_kdef.io import atomic_path
 
 FORMAT = 2
@@ -36,10 +37,6 @@ CHECKPOINTS = "checkpoints"
 BEST = "best"
 META = "meta.json"
 _STEP_PREFIX = "step-"
-
-
-class CheckpointError(Exception):
-    """A checkpoint that is missing, incomplete or not of this project."""
 
 
 def step_name(step: int) -> str:
@@ -114,7 +111,12 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
             f"{directory}: not a complete recsys_kdef checkpoint (needs {META} and .metadata; "
             "a training run writes <train.output_dir>/checkpoints/step-*/ and best/)"
         )
-    meta = json.loads((directory / META).read_text())
+    try:
+        meta = json.loads((directory / META).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(
+            f"{directory / META}: not valid JSON ({e}); the checkpoint is damaged"
+        ) from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{directory / META}: format {meta.get('format')}, expected {FORMAT}")
     return meta
@@ -165,10 +167,23 @@ def load_into(directory: str | Path, module: nn.Module, optimizer: Any | None = 
     if optimizer is not None:
         optimizer.init_state()
         state["optim"] = optimizer.state_dict()
-    dcp.load(state, checkpoint_id=str(directory))
+    check_tensors(directory, check_storage(directory), state["model"])
+    _load(state, directory, checkpoint_id=str(directory))
     module.load_state_dict(state["model"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optim"])
+
+
+def _load(state: dict[str, Any], directory: Path, **kwargs: Any) -> None:
+    """dcp.load, its failures (a shard damaged inside) as an error naming the checkpoint."""
+    try:
+        dcp.load(state, **kwargs)
+    except (Exception, dcp.api.CheckpointException) as e:
+        shards = ", ".join(sorted(p.name for p in directory.glob("*.distcp")))
+        raise CheckpointError(
+            f"{directory}: reading its shards ({shards}) failed, the checkpoint is damaged: "
+            f"{str(e).strip().splitlines()[-1][:300]}"
+        ) from e
 
 
 def restore_rng(directory: str | Path) -> bool:
@@ -189,13 +204,13 @@ def load_full_model_state(directory: str | Path, prefix: str) -> dict[str, torch
     reader = dcp.FileSystemReader(str(directory))
     key_prefix = f"model.{prefix}"
     template: dict[str, torch.Tensor] = {}
-    for key, item in reader.read_metadata().state_dict_metadata.items():
+    for key, item in check_storage(directory).state_dict_metadata.items():
         if key.startswith(key_prefix) and isinstance(item, TensorStorageMetadata):
             template[key[len("model.") :]] = torch.empty(item.size, dtype=item.properties.dtype)
     if not template:
         raise CheckpointError(f"{directory}: no model tensors under '{prefix}'")
     state = {"model": template}
-    dcp.load(state, storage_reader=reader, no_dist=True)
+    _load(state, directory, storage_reader=reader, no_dist=True)
     return {k[len(prefix) :]: v for k, v in state["model"].items()}
 
 

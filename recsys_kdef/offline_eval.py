@@ -23,6 +23,7 @@ from recsys_kdef.distributed import (
 )
 from recsys_kdef.eval_plots import plot_calibration, plot_heads, plot_roc
 from recsys_kdef.evaluate import PredictionWriter, evaluate
+from recsys_kdef.outputs import check_writable
 from recsys_kdef.report import format_table, with_best_student, write_json_atomic
 from recsys_kdef.train import build_module
 
@@ -58,6 +59,11 @@ def run_evaluation(args: argparse.Namespace, ctx: DistContext) -> dict:
     """Shard the checkpoint's model over this job's ranks, evaluate, write the outputs (rank 0)."""
 
     directory = ckpt.resolve(args.checkpoint)
+    outputs = {"--out": args.out or directory, "--predictions": args.predictions}
+    outputs["--tmp-dir"] = args.tmp_dir
+    for what, path in outputs.items():  # before any work, not after the evaluation
+        if path is not None:
+            check_writable(path, what)
     meta = ckpt.read_meta(directory)
     cfg = from_dict(ExperimentConfig, meta["config"])
     schema = Schema.load(args.data)

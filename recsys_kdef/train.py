@@ -17,7 +17,7 @@ from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.types import ShardingPlan
 from torchrec.optim.keyed import CombinedOptimizer
 
-from recsys_kdef.checkpoint import CheckpointError, load_full_state_dict, resume_point
+from recsys_kdef.checkpoint import CHECKPOINTS, CheckpointError, load_full_state_dict, resume_point
 from recsys_kdef.config import ConfigError, ExperimentConfig, load_config, to_dict
 from recsys_kdef.data import DataError, Readers, Schema, build_readers
 from recsys_kdef.data.stats import estimate_field_stats
@@ -29,10 +29,12 @@ from recsys_kdef.distributed import (
     quiet_library_warnings,
     shard_model,
 )
+from recsys_kdef.divergence import TrainingDiverged, check_valid_auc, failed_report
 from recsys_kdef.evaluate import best_student, evaluate
 from recsys_kdef.models.teacher_student import build_training_model, model_prefix
 from recsys_kdef.models.train_wrapper import EnsembleTrain
 from recsys_kdef.objectives import build_objective
+from recsys_kdef.outputs import check_writable
 from recsys_kdef.report import build_report, format_table, write_json_atomic
 from recsys_kdef.trainer import NonFiniteLoss, Trainer
 
@@ -99,18 +101,30 @@ def checkpoint_meta(cfg: ExperimentConfig, schema: Schema) -> dict:
 
 def run(cfg: ExperimentConfig, ctx: DistContext) -> dict:
     """Train, validate, test; returns the report (also written to train.output_dir/metrics.json)."""
+    out = Path(cfg.train.output_dir)
+    check_writable(out, "train.output_dir", ConfigError)  # before any work, not at the first save
+    check_writable(out / CHECKPOINTS, "train.output_dir (its checkpoints/)", ConfigError)
     job = build_job(cfg, ctx)
     trainer = Trainer(job.module, job.optimizer, ctx, cfg.train, checkpoint_meta(cfg, job.schema))
     resume = resume_point(cfg.train.resume, cfg.train.output_dir)
-    fit = trainer.fit(job.readers.train, job.readers.valid, resume=resume)
-    # the best weights are loaded now
-    valid = (
-        fit.best.result if fit.best is not None else evaluate(job.module, job.readers.valid, ctx)
-    )
-    best = best_student(valid.metrics)
+    try:
+        fit = trainer.fit(job.readers.train, job.readers.valid, resume=resume)
+        # the best weights are loaded now
+        valid = (
+            fit.best.result
+            if fit.best is not None
+            else evaluate(job.module, job.readers.valid, ctx)
+        )
+        best = best_student(valid.metrics)
+        if not cfg.data.train_on_valid:  # there validation AUC says nothing
+            check_valid_auc(cfg.train, valid.metrics, best)
+    except (NonFiniteLoss, TrainingDiverged) as e:
+        if ctx.is_main:  # the run is recorded as failed, never as a result
+            write_json_atomic(out / "metrics.json", failed_report(to_dict(cfg), e))
+        raise
     # the test split may be large: gAUC's rows wait on disk (validation keeps them in memory)
     test = evaluate(job.module, job.readers.test, ctx, spill_dir=cfg.train.output_dir)
-    report = build_report(
+    report = {"status": "ok"} | build_report(
         config=to_dict(cfg),
         dataset={"path": cfg.data.path, **job.schema.extra},
         world_size=ctx.world_size,
@@ -120,7 +134,6 @@ def run(cfg: ExperimentConfig, ctx: DistContext) -> dict:
         valid=valid,
         test=test,
     )
-    out = Path(cfg.train.output_dir)
     if ctx.is_main:
         write_json_atomic(out / "metrics.json", report)
         print(
@@ -158,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         DataError,
         CheckpointError,
         NonFiniteLoss,
+        TrainingDiverged,
     ) as e:  # the user's to fix: the message says what and where
         sys.exit(f"error: {e}")
 

@@ -25,6 +25,7 @@ from torchrec.optim.keyed import CombinedOptimizer
 from tqdm import tqdm
 
 from recsys_kdef import checkpoint as ckpt
+from recsys_kdef.checkpoint_checks import check_same_model
 from recsys_kdef.config import TrainConfig
 from recsys_kdef.cpu_memory import keep_freed_memory
 from recsys_kdef.data.reader import ParquetBatchReader
@@ -37,6 +38,7 @@ from recsys_kdef.distributed import (
     norm_buffers,
     sparse_learning_rate,
 )
+from recsys_kdef.divergence import DivergenceWatch, train_ctr
 from recsys_kdef.evaluate import EvalResult, best_student, evaluate
 from recsys_kdef.pipeline import BatchRunner
 from recsys_kdef.table_decay import decay_tables, trainable_table_names
@@ -166,6 +168,7 @@ class Trainer:
         self._decayed_tables = trainable_table_names(module) if decoupled else set()
         self.runner = BatchRunner(module, optimizer, ctx.device, pipelined=cfg.pipeline)
         self.nonfinite = NonFiniteWatch(ctx.device, ctx.rank)
+        self.divergence = DivergenceWatch(cfg, ctx, train_ctr(self.meta))
         self._step = 0  # global steps whose forward ran
         self._threads = torch.get_num_threads()
         limit = cfg.embedding_backward_threads
@@ -211,6 +214,7 @@ class Trainer:
                             result.skipped_batches += 1
                         else:
                             window.add(stepped.components, stepped.weights, stepped.samples)
+                            self.divergence.add(stepped.components)
                         step += 1
                         i += 1
                         self._position = (epoch, i)
@@ -218,6 +222,7 @@ class Trainer:
                         bar.update(1)
                         if step % self.cfg.log_every_steps == 0 or i == steps:
                             self.nonfinite.check()
+                            self.divergence.check(step)
                             rate = window.samples_per_sec(self.ctx.world_size)
                             bar.set_postfix(
                                 loss=f"{window.mean().get('loss', float('nan')):.4f}",
@@ -312,6 +317,7 @@ class Trainer:
         self, valid, result: FitResult, epoch: int, step: int, window: _LossWindow
     ) -> bool:
         """Evaluate, keep the best weights, decay LR or stop. Returns True to stop."""
+        self.divergence.check_window(step, window.mean())
         rate = window.samples_per_sec(self.ctx.world_size)
         average_norm_statistics(self.module)  # one model on every rank, as checkpoints store it
         evaluation = evaluate(self.module, valid, self.ctx, runner=self.runner)
@@ -385,6 +391,7 @@ class Trainer:
             raise ckpt.CheckpointError(
                 f"{directory}: not a step checkpoint (no trainer state); resume from step-*/"
             )
+        check_same_model(directory, meta["config"], self.meta.get("config", meta["config"]))
         ckpt.load_into(directory, self.module, self.optimizer)
         if meta["world_size"] == self.ctx.world_size:
             ckpt.restore_rng(directory)

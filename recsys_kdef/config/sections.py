@@ -350,6 +350,18 @@ class TrainConfig:
     """A NaN/inf loss: raise (stop with the first bad step and its loss components, found at
     the next log_every_steps, validation or checkpoint: no host sync per step) or skip the
     batch and count it (a per-step decision: one all-reduce and host sync per step)."""
+    divergence_loss_factor: float | None = 10.0
+    """Stop (TrainingDiverged, a failed metrics.json, exit 1) when the training loss averaged
+    over the steps since the last log point (log_every_steps, all ranks) is more than this
+    times its running level (an exponential mean, decay 0.9, of the earlier log points) and
+    above the loss of predicting the base rate; null: no such check."""
+    divergence_base_rate_factor: float | None = 3.0
+    """Stop when the mean training CTR loss since the previous validation is more than this
+    times the loss of predicting the training split's click rate for every row (its entropy;
+    the rate from schema.json's extra.ctr.train, the check skipped without it); null: off."""
+    divergence_min_auc: float | None = 0.51
+    """Stop, after training, when the best validation AUC of the monitored head (the ensemble
+    for monitor = distill) is below this: a model no better than chance; null: off."""
     progress_bar: bool = True
     log_every_steps: int = 50
     """Steps between reads of the (device) loss for the progress bar and non-finite checks."""
@@ -401,6 +413,13 @@ class TrainConfig:
         _check(0 < self.lr_decay_factor <= 1, "train.lr_decay_factor must be in (0, 1]")
         _check(self.early_stop_patience >= 1, "train.early_stop_patience must be >= 1")
         _check(self.log_every_steps >= 1, "train.log_every_steps must be >= 1")
+        for name in ("divergence_loss_factor", "divergence_base_rate_factor"):
+            value = getattr(self, name)
+            _check(value is None or value > 1, f"train.{name} must be > 1 or null, got {value}")
+        _check(
+            self.divergence_min_auc is None or 0 < self.divergence_min_auc < 1,
+            f"train.divergence_min_auc must be in (0, 1) or null, got {self.divergence_min_auc}",
+        )
         _check(
             self.checkpoint_every_steps is None or self.checkpoint_every_steps >= 1,
             "train.checkpoint_every_steps must be >= 1 or null",

@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--skip-bad-rows", action="store_true", help="skip and count malformed rows"
     )
+    common.add_argument(
+        "--nonfinite-dense",
+        choices=["error", "zero"],
+        default="error",
+        help="a dense inf / nan: stop naming file, line, column and value (default), or "
+        "replace it by 0 and count it in the dataset card",
+    )
     common.add_argument("--row-group-size", type=int, default=131_072)
     common.add_argument("--rows-per-file", type=int, default=4_194_304)
     common.add_argument(
@@ -68,13 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_raw(items: list[str], fmt) -> list[RawFile]:
+def parse_raw(items: list[str], fmt, split_mode: str = "random") -> list[RawFile]:
+    """RawFile per file: SPLIT=PATH tags its files; with --split files a directory of a
+    format whose file names say their split (frappe) tags them by name."""
     raw = []
     for item in items:
         split, sep, path = item.partition("=")
         if not sep or split not in SPLITS:
             split, path = None, item
-        raw += [RawFile(p, split) for p in fmt.resolve(Path(path))]
+        for p in fmt.resolve(Path(path)):
+            by_name = fmt.split_of(p) if split_mode == "files" and split is None else None
+            raw.append(RawFile(p, split or by_name))
     return raw
 
 
@@ -106,11 +117,14 @@ def main(argv: list[str] | None = None) -> None:
             ratios=ratios,
             seed=args.seed,
             skip_bad_rows=args.skip_bad_rows,
+            nonfinite_dense=args.nonfinite_dense,
             row_group_size=args.row_group_size,
             rows_per_file=args.rows_per_file,
             progress=not args.no_progress,
         )
-        result = prepare(fmt, parse_raw(args.raw, fmt), args.out, opts, force=args.force)
+        result = prepare(
+            fmt, parse_raw(args.raw, fmt, args.split), args.out, opts, force=args.force
+        )
     except DataError as e:
         sys.exit(f"error: {e}")
     extra = result.schema.extra

@@ -25,11 +25,13 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from recsys_kdef.data.prefetch import prefetch
+from recsys_kdef.data.prepare.finite import DenseGuard, NonFinitePolicy
 from recsys_kdef.data.prepare.formats import Features, Format
 from recsys_kdef.data.prepare.hashing import uniform
 from recsys_kdef.data.prepare.text import BadRows
 from recsys_kdef.data.prepare.vocab import HashedIds, TokenCounter, Vocabulary
 from recsys_kdef.data.schema import SPLITS, DataError, DenseField, Schema, SparseField
+from recsys_kdef.outputs import check_writable
 
 CARD_VERSION = 1
 MIN_ROW_GROUPS = 16  # per split, when it has the rows: up to 16 ranks can read it
@@ -50,6 +52,9 @@ class PrepareOptions:
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 2024
     skip_bad_rows: bool = False
+    nonfinite_dense: NonFinitePolicy = "error"
+    """A dense value inf / -inf / nan: error (file, line, column, value) or zero (replaced by
+    0, counted per column in the dataset card)."""
     row_group_size: int = 131_072
     rows_per_file: int = 4_194_304
     chunk_bytes: int = 32 << 20
@@ -96,6 +101,7 @@ def prepare(
 ) -> PrepareResult:
     """Write the dataset `fmt` reads from `raw` to `out`; see the module docstring."""
     out = Path(out)
+    check_writable(out, "--out", DataError)  # before the raw files are read
     raw = _check_raw(raw, opts)
     fmt.inspect(raw[0].path)
     fingerprint = _fingerprint(fmt, raw, opts)
@@ -129,6 +135,7 @@ def prepare(
         "raw_rows": counts.raw_rows,
         "filtered_rows": counts.filtered,
         "bad_rows": {"count": counts.bad.count, "examples": counts.bad.examples},
+        "nonfinite_dense": counts.dense.card(),
         "fields": {
             f.name: {"sequence_of": f.sequence_of, "max_len": f.max_len}
             if f.kind == "sequence"
@@ -185,6 +192,7 @@ class Counts:
 
     counters: dict[str, TokenCounter]
     bad: BadRows
+    dense: DenseGuard
     rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     positives: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     raw_rows: int = 0
@@ -193,9 +201,15 @@ class Counts:
 
 def count_pass(fmt: Format, raw: list[RawFile], splitter: Splitter, counted, opts) -> Counts:
     """Pass 1: each row's split, the tokens of the training rows of each `counted` field."""
-    counts = Counts({f.name: TokenCounter() for f in counted}, BadRows(skip=opts.skip_bad_rows))
+    counts = Counts(
+        {f.name: TokenCounter() for f in counted},
+        BadRows(skip=opts.skip_bad_rows),
+        DenseGuard(opts.nonfinite_dense),
+    )
     bar = _bar(opts, "pass 1/2 count", None)
-    for index, feats in _stream(fmt, raw, counts.bad, opts):
+    per_file = [0] * len(raw)
+    for index, feats in _stream(fmt, raw, counts.bad, opts, counts.dense):
+        per_file[index] += feats.raw_rows
         split = splitter(index, feats.lines)
         train = pa.array(split == 0)
         for f in counted:
@@ -208,6 +222,12 @@ def count_pass(fmt: Format, raw: list[RawFile], splitter: Splitter, counted, opt
         counts.filtered += feats.filtered
         bar.update(feats.raw_rows)
     bar.close()
+    for r, rows in zip(raw, per_file, strict=True):
+        if rows == 0 and not counts.bad.count:
+            raise DataError(
+                f"{r.path}: no data rows (the file is empty or holds only a header line); "
+                f"expected {fmt.description}"
+            )
     empty = [name for name in SPLITS if counts.rows[name] == 0]
     if empty:
         raise DataError(
@@ -225,7 +245,8 @@ def write_pass(fmt, raw, splitter, schema: Schema, vocabs, counts: Counts, tmp: 
         for name in SPLITS
     }
     bar = _bar(opts, "pass 2/2 write", counts.raw_rows)
-    for index, feats in _stream(fmt, raw, BadRows(skip=True), opts):  # pass 1 vetted the rows
+    dense = DenseGuard(opts.nonfinite_dense)  # pass 1 vetted the rows and the values
+    for index, feats in _stream(fmt, raw, BadRows(skip=True), opts, dense):
         split = splitter(index, feats.lines)
         table = encode(feats, schema, vocabs)
         for s, name in enumerate(SPLITS):
@@ -329,13 +350,15 @@ class SplitWriter:
         return self.rows
 
 
-def _stream(fmt: Format, raw: list[RawFile], bad: BadRows, opts) -> Iterator[tuple[int, Features]]:
+def _stream(
+    fmt: Format, raw: list[RawFile], bad: BadRows, opts, dense: DenseGuard
+) -> Iterator[tuple[int, Features]]:
     """(file index, features) of every chunk, parsed one chunk ahead on a background thread."""
 
     def chunks() -> Iterator[tuple[int, Features]]:
         for index, r in enumerate(raw):
             for chunk in fmt.chunks(r.path, bad, opts.chunk_bytes):
-                feats = fmt.features(chunk)
+                feats = dense.check(r.path, fmt.features(chunk))
                 if len(feats) or feats.filtered:
                     yield index, feats
 
@@ -377,9 +400,16 @@ def _check_caps(opts: PrepareOptions, sparse: list) -> None:
 def _check_raw(raw: list[RawFile], opts: PrepareOptions) -> list[RawFile]:
     if not raw:
         raise DataError("no raw files given (--raw PATH ...)")
+    seen: dict[Path, RawFile] = {}
     for r in raw:
         if not r.path.is_file():
             raise DataError(f"{r.path}: raw file not found")
+        first = seen.setdefault(r.path.resolve(), r)
+        if first is not r:
+            raise DataError(
+                f"{_named(first)} and {_named(r)} are the same file; give each split (and "
+                "each --raw) its own file"
+            )
     if opts.split == "files":
         given = {r.split for r in raw}
         if given != set(SPLITS):
@@ -392,10 +422,16 @@ def _check_raw(raw: list[RawFile], opts: PrepareOptions) -> list[RawFile]:
     return raw
 
 
+def _named(r: RawFile) -> str:
+    return f"{r.split}={r.path}" if r.split else str(r.path)
+
+
 def _fingerprint(fmt: Format, raw: list[RawFile], opts: PrepareOptions) -> dict:
     """What the output depends on: the raw files (name, size, mtime) and every option."""
     options = asdict(opts)
     options.pop("progress")
+    if options["nonfinite_dense"] == "error":  # the default: datasets of before stay valid
+        options.pop("nonfinite_dense")
     options["ratios"] = list(options["ratios"])
     options["format"] = fmt.options()
     side = [RawFile(p, "side") for p in fmt.side_files([r.path for r in raw]) if p.is_file()]

@@ -119,7 +119,9 @@ def read_text(
                     break
                 header += more
             head, _, carry = header.partition(b"\n")
-            columns = tuple(_decode(head, layout.encoding).rstrip("\r").split(layout.delimiter))
+            columns = tuple(
+                _decode(head, layout.encoding, path).rstrip("\r").split(layout.delimiter)
+            )
             line = 2
         while True:
             data = stream.read(chunk_bytes)
@@ -168,8 +170,33 @@ def count_lines(path: Path, header: bool) -> int:
     return max(n - header, 0)
 
 
-def _decode(raw: bytes, encoding: str) -> str:
-    return raw.decode("latin-1" if encoding.lower().replace("-", "") == "latin1" else "utf-8")
+def _decode(raw: bytes, encoding: str, path: Path) -> str:
+    """The header line as text; invalid UTF-8 is an error naming the file and line 1."""
+    if encoding.lower().replace("-", "") == "latin1":
+        return raw.decode("latin-1")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(_utf8_message(path, 1, raw, e)) from None
+
+
+def _utf8_message(path: Path, line: int, text: bytes, e: UnicodeDecodeError) -> str:
+    start = text.rfind(b"\n", 0, e.start) + 1
+    return (
+        f"{path}:{line}: invalid UTF-8 (byte 0x{text[e.start]:02x} at column {e.start - start + 1}"
+        "); expected UTF-8 text: convert the file (e.g. iconv -f latin1 -t utf-8)"
+    )
+
+
+def _check_utf8(path: Path, block: bytes, first_line: int, error: Exception, utf8: bool) -> None:
+    """Raise a DataError for a block pyarrow could not read: the line of its first invalid
+    UTF-8 byte, or pyarrow's message with the file and the block's first line."""
+    try:
+        block.decode("utf-8" if utf8 else "latin-1")
+    except UnicodeDecodeError as e:
+        line = first_line + block.count(b"\n", 0, e.start)
+        raise DataError(_utf8_message(path, line, block, e)) from None
+    raise DataError(f"{path} (from line {first_line}): unreadable: {error}") from None
 
 
 def _parse(
@@ -204,6 +231,7 @@ def _parse(
             ),
             convert_options=pcsv.ConvertOptions(
                 column_types={c: types.get(c, pa.string()) for c in columns},
+                null_values=[""],  # "nan", "NA", "null" are values (checked), not missing
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
@@ -215,7 +243,11 @@ def _parse(
         converted = True
     except pa.ArrowInvalid:  # a value that does not parse: find its rows, then convert the rest
         invalid.clear()
-        table = read({})
+        try:
+            table = read({})
+        except pa.ArrowInvalid as e:  # not even as text: invalid UTF-8
+            utf8 = layout.encoding.lower().replace("-", "") != "latin1"
+            _check_utf8(path, block, first_line, e, utf8)
         converted = False
     for number, actual, expected, text in invalid:
         bad.found(

@@ -44,6 +44,7 @@ class Avazu(Format):
     name = "avazu"
     description = "Avazu train.csv (id, click, hour YYMMDDHH, 21 categorical columns; CSV + header)"
     default_min_count = 2
+    file_patterns = ("train", "train.csv", "*.csv")
     layout = TextLayout(delimiter=",", types={"click": pa.int64()})
 
     def fields(self) -> list[FieldSpec]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,9 @@ class Format:
     default_min_count: int = 1
     layout: TextLayout | None = None  # None: override `chunks`
     group: str | None = None  # the user field, for gAUC
+    file_patterns: tuple[str, ...] = ("*",)
+    """Names (globs; a .gz / .bz2 / .zst / .lz4 suffix aside) of this format's files: a --raw
+    directory means those of its files, never a README or other files beside them."""
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -80,10 +84,24 @@ class Format:
         raise NotImplementedError
 
     def resolve(self, raw: Path) -> list[Path]:
-        """The files a --raw path stands for: a directory means its files, sorted."""
-        if raw.is_dir():
-            return sorted(p for p in raw.iterdir() if p.is_file() and not p.name.startswith("."))
-        return [raw]
+        """The files a --raw path stands for: a directory means its files named like this
+        format's (file_patterns), sorted; none is an error listing what is there."""
+        if not raw.is_dir():
+            return [raw]
+        files = sorted(p for p in raw.iterdir() if p.is_file() and not p.name.startswith("."))
+        own = [p for p in files if any(fnmatch(_stem(p.name), g) for g in self.file_patterns)]
+        if not own:
+            found = ", ".join(p.name for p in files[:10]) or "nothing"
+            raise DataError(
+                f"{raw}: no {self.name} raw file in this directory (expected names like "
+                f"{', '.join(self.file_patterns)}; it holds {found}); name the files with --raw"
+            )
+        return own
+
+    def split_of(self, path: Path) -> str | None:
+        """The split a raw file's name says (frappe.validation.libfm: valid), if the format has
+        such names; with --split files a --raw directory's files are tagged by it."""
+        return None
 
     def inspect(self, path: Path) -> None:
         """Look at the first raw file before reading (e.g. to count libFM fields)."""
@@ -110,6 +128,14 @@ class Format:
 
     def features(self, chunk: Chunk) -> Features:
         raise NotImplementedError
+
+
+def _stem(name: str) -> str:
+    """A file name without its compression suffix."""
+    for suffix in (".gz", ".bz2", ".zst", ".lz4"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def require_binary(chunk: Chunk, column: str) -> Chunk:

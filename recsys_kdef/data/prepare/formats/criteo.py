@@ -35,6 +35,7 @@ class Criteo(Format):
     name = "criteo"
     description = "Criteo Kaggle train.txt / Criteo 1TB day_N (label, I1..I13, C1..C26; TSV)"
     default_min_count = 10
+    file_patterns = ("train.txt", "day_*", "*.tsv", "*.txt")
     layout = TextLayout(
         delimiter="\t",
         columns=("label", *INTEGER, *CATEGORICAL),

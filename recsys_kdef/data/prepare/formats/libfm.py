@@ -39,6 +39,7 @@ class LibFM(Format):
     name = "libfm"
     description = "libFM text (label idx:val ...), the i-th token being the i-th field"
     default_min_count = 1
+    file_patterns = ("*.libfm", "*.libsvm", "*.txt")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -104,6 +105,15 @@ class Frappe(LibFM):
     name = "frappe"
     description = "Frappe's libFM files (frappe.train/validation/test.libfm), 10 named fields"
     group = "user"
+    layouts = (
+        {
+            "train": "frappe.train.libfm",
+            "valid": "frappe.validation.libfm",
+            "test": "frappe.test.libfm",
+        },
+        {"train": "train.libsvm", "valid": "valid.libsvm", "test": "test.libsvm"},
+    )
+    """A --raw directory holds NFM's or BARS's (Frappe_x1) three files."""
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -112,3 +122,28 @@ class Frappe(LibFM):
     def __init__(self, args: argparse.Namespace) -> None:
         args.fields = ",".join(FRAPPE)
         super().__init__(args)
+
+    def resolve(self, raw: Path) -> list[Path]:
+        """A directory means its three Frappe files (train, valid, test); a missing one is
+        named."""
+        if not raw.is_dir():
+            return [raw]
+        for names in self.layouts:
+            if any((raw / n).is_file() for n in names.values()):
+                missing = [n for n in names.values() if not (raw / n).is_file()]
+                if missing:
+                    raise DataError(
+                        f"{raw}: {', '.join(missing)} missing (frappe reads {', '.join(names.values())})"
+                    )
+                return [raw / n for n in names.values()]
+        raise DataError(
+            f"{raw}: no Frappe files here; expected "
+            + " or ".join(", ".join(names.values()) for names in self.layouts)
+        )
+
+    def split_of(self, path: Path) -> str | None:
+        for names in self.layouts:
+            for split, name in names.items():
+                if path.name == name:
+                    return split
+        return None

@@ -49,7 +49,23 @@ class TableSpec:
     def load(cls, path: Path) -> TableSpec:
         if not path.is_file():
             raise DataError(f"{path}: spec file not found")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            problem = getattr(e, "problem", None) or str(e)
+            raise DataError(
+                f"{where}: not valid YAML ({problem}); expected a mapping like "
+                "'label: clicked', 'sparse: [user_id, item_id]'"
+            ) from None
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text ({e})") from None
+        if not isinstance(data, dict):
+            raise DataError(
+                f"{path}: expected a mapping of keys (label, sparse, ...), got a "
+                f"{type(data).__name__}"
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown or "label" not in data:
@@ -72,6 +88,7 @@ class TableSpec:
 class Tabular(Format):
     name = "csv"
     description = "a CSV file with a header, described by --spec YAML"
+    file_patterns = ("*.csv", "*.tsv", "*.txt")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -116,6 +133,7 @@ class Tabular(Format):
 class TabularParquet(Tabular):
     name = "parquet"
     description = "Parquet files, described by --spec YAML"
+    file_patterns = ("*.parquet", "*.pq")
 
     def header_lines(self) -> int:
         return 0
