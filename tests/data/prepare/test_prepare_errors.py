@@ -159,6 +159,7 @@ def test_a_csv_directory_skips_files_of_other_kinds(tmp_path):
     assert_fails(proc, out, f"{raw}: no csv raw file in this directory", "README.md")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["under-a-file", "proc"])
 def test_an_unwritable_out_fails_before_reading_the_raw_files(tmp_path, where):
     raw, spec = csv_with_spec(tmp_path, b"y,a,x\n1,caf\xe9,1.0\n")  # bad data: never read
