@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_checkpoint import ROOT, assert_same_run, run_args
-from test_checkpoint import uninterrupted as _uninterrupted  # noqa: F401 (the fixture, by its name)
+from multiprocess import run_multiprocess
+from test_checkpoint import ROOT, _train, assert_same_run, run_args
 
 from recsys_kdef import checkpoint as ckpt
 from recsys_kdef.config import load_config
@@ -102,6 +102,13 @@ def test_evaluate_of_a_checkpoint_whose_tensors_differ_names_them(
     assert not (best / "evaluation.json").exists()
 
 
+@pytest.fixture(scope="module")
+def reference(tiny_dataset, tmp_path_factory) -> dict:
+    """test_checkpoint's recipe run on 2 ranks without interruption."""
+    out = tmp_path_factory.mktemp("reference")
+    return run_multiprocess(_train, world_size=2, args=run_args(tiny_dataset, out))[0]
+
+
 def rank_pid(launcher: subprocess.Popen, rank: int) -> int | None:
     """The pid of `rank` among the launcher's children (their RANK environment variable)."""
     for entry in Path("/proc").iterdir():
@@ -153,7 +160,7 @@ def resume_and_compare(tiny_dataset, out: Path, reference: dict) -> None:
 
 @pytest.mark.slow
 def test_a_rank_sigkilled_during_training_resumes_to_the_same_run(
-    tiny_dataset, tmp_path, uninterrupted
+    tiny_dataset, tmp_path, reference
 ):
     out = tmp_path / "run"
     launcher = launch(run_args(tiny_dataset, out))
@@ -162,13 +169,11 @@ def test_a_rank_sigkilled_during_training_resumes_to_the_same_run(
     kill_rank_when(launcher, 1, lambda: (step3 / ckpt.META).is_file() and "after step 3")
     launcher.communicate(timeout=300)
     assert launcher.returncode != 0 and not (out / "metrics.json").exists()
-    resume_and_compare(tiny_dataset, out, uninterrupted)
+    resume_and_compare(tiny_dataset, out, reference)
 
 
 @pytest.mark.slow
-def test_a_rank_sigkilled_while_a_checkpoint_is_written_resumes(
-    tiny_dataset, tmp_path, uninterrupted
-):
+def test_a_rank_sigkilled_while_a_checkpoint_is_written_resumes(tiny_dataset, tmp_path, reference):
     out = tmp_path / "run"
     launcher = launch(run_args(tiny_dataset, out))
     root = out / ckpt.CHECKPOINTS
@@ -184,4 +189,4 @@ def test_a_rank_sigkilled_while_a_checkpoint_is_written_resumes(
     assert launcher.returncode != 0 and not (out / "metrics.json").exists()
     assert killed_during.startswith(".tmp-step-")
     assert ckpt.resume_point("auto", out) in ckpt.step_checkpoints(root)  # never the .tmp-
-    resume_and_compare(tiny_dataset, out, uninterrupted)
+    resume_and_compare(tiny_dataset, out, reference)
