@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,6 +167,8 @@ class Trainer:
         self.runner = BatchRunner(module, optimizer, ctx.device, pipelined=cfg.pipeline)
         self.nonfinite = NonFiniteWatch(ctx.device, ctx.rank)
         self._step = 0  # global steps whose forward ran
+        self.observers: list[Callable[[Validation], None]] = []
+        """Called with each validation point after it is logged (e.g. RunLog.validation)."""
         self._threads = torch.get_num_threads()
         limit = cfg.embedding_backward_threads
         on_cpu = ctx.device.type == "cpu" and limit is not None and limit < self._threads
@@ -329,6 +331,8 @@ class Trainer:
         result.history.append(point)
         window.reset()
         _log_validation(point, self.ctx)
+        for observe in self.observers:
+            observe(point)
         if result.best is None or monitor > result.best.monitor_value:
             result.best = point
             self._bad_validations = 0

@@ -351,6 +351,11 @@ class TrainConfig:
     the next log_every_steps, validation or checkpoint: no host sync per step) or skip the
     batch and count it (a per-step decision: one all-reduce and host sync per step)."""
     progress_bar: bool = True
+    tensorboard: bool = False
+    """Also write TensorBoard events to output_dir/tensorboard/ (rank 0, at each validation):
+    per head valid AUC / logloss / calibration, training loss components, per-student exam
+    lambda / fusion / gate weights, learning rates, samples/s. Needs the `tensorboard`
+    package. train.log and learning_curve.png are written either way."""
     log_every_steps: int = 50
     """Steps between reads of the (device) loss for the progress bar and non-finite checks."""
     embedding_backward_threads: int | None = 1
