@@ -133,6 +133,8 @@ def test_evaluation_outputs_go_beside_the_checkpoint_and_are_named(trained, caps
     assert (out / "evaluation.json").is_file()
     assert report["files"] == [str(out / n) for n in ("roc.png", "calibration.png", "heads.png")]
     best = run_dir / "checkpoints" / "best"
-    assert not [p for p in best.iterdir() if p.suffix in (".png", ".json") and p.name != "meta.json"]
+    assert not [
+        p for p in best.iterdir() if p.suffix in (".png", ".json") and p.name != "meta.json"
+    ]
     for name in report["files"]:
         assert Path(name).stat().st_size > 1000
