@@ -350,8 +350,7 @@ class Trainer:
             )
         else:
             self._bad_validations += 1
-            for group in self.optimizer.param_groups:
-                group["lr"] = max(group["lr"] * self.cfg.lr_decay_factor, self.cfg.min_lr)
+            decay_on_plateau(self.optimizer.param_groups, self.cfg.lr_decay_factor, self.cfg.min_lr)
             stop = self._bad_validations >= self.cfg.early_stop_patience
         result.stopped_early = stop
         self._save_step(result, step, window)
@@ -488,6 +487,19 @@ class _LossWindow:
 
     def mean_weights(self) -> dict[str, list]:
         return {k: (v / max(self.batches, 1)).tolist() for k, v in self.weight_sums.items()}
+
+
+def decay_on_plateau(param_groups: list[dict], factor: float, min_lr: float) -> None:
+    """One validation without gain: every group's lr times `factor`, not below `min_lr`.
+
+    This is torch.optim.lr_scheduler.ReduceLROnPlateau(mode="max", factor, patience=0,
+    threshold=0, min_lr, eps=0), step for step (tests/test_library_parity.py), written out
+    because the trainer's own best value and bad-validation count already drive the best
+    weights and early stopping and are resumed from the checkpoint's JSON: a scheduler would
+    keep a second copy of both to save, restore and keep in agreement.
+    """
+    for group in param_groups:
+        group["lr"] = max(group["lr"] * factor, min_lr)
 
 
 def _apply_process_settings(cfg: TrainConfig, device: torch.device) -> None:
