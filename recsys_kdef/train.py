@@ -34,7 +34,7 @@ from recsys_kdef.models.teacher_student import build_training_model, model_prefi
 from recsys_kdef.models.train_wrapper import EnsembleTrain
 from recsys_kdef.objectives import build_objective
 from recsys_kdef.report import build_report, format_table, write_json_atomic
-from recsys_kdef.run_log import LEARNING_CURVE, RunLog, plot_learning_curve
+from recsys_kdef.run_log import LEARNING_CURVE, RunLog, plot_learning_curve, require_tensorboard
 from recsys_kdef.trainer import NonFiniteLoss, Trainer
 
 logger = logging.getLogger("recsys_kdef")
@@ -100,16 +100,17 @@ def checkpoint_meta(cfg: ExperimentConfig, schema: Schema) -> dict:
 
 def run(cfg: ExperimentConfig, ctx: DistContext) -> dict:
     """Train, validate, test; returns the report (also written to train.output_dir/metrics.json)."""
-    out = Path(cfg.train.output_dir)
-    log = RunLog(out, enabled=ctx.is_main, tensorboard=cfg.train.tensorboard)
+    if cfg.train.tensorboard:
+        require_tensorboard()  # every rank, before any work
+    job = build_job(cfg, ctx)  # a data or config error here leaves no output directory
+    log = RunLog(cfg.train.output_dir, enabled=ctx.is_main, tensorboard=cfg.train.tensorboard)
     try:
-        return _run(cfg, ctx, log)
+        return _run(cfg, ctx, job, log)
     finally:
         log.close()
 
 
-def _run(cfg: ExperimentConfig, ctx: DistContext, log: RunLog) -> dict:
-    job = build_job(cfg, ctx)
+def _run(cfg: ExperimentConfig, ctx: DistContext, job: Job, log: RunLog) -> dict:
     trainer = Trainer(job.module, job.optimizer, ctx, cfg.train, checkpoint_meta(cfg, job.schema))
     trainer.observers.append(log.validation)
     resume = resume_point(cfg.train.resume, cfg.train.output_dir)
