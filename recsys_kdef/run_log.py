@@ -58,8 +58,7 @@ class RunLog:
             require_tensorboard()
         if not enabled:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._handler = logging.FileHandler(self.out_dir / LOG_FILE, mode="a", encoding="utf-8")
+        self._handler = _LazyFileHandler(self.out_dir / LOG_FILE)
         self._handler.setLevel(logging.INFO)
         self._handler.setFormatter(logging.Formatter(_FORMAT))
         logging.getLogger().addHandler(self._handler)  # this project's INFO, libraries' WARNING
@@ -68,7 +67,7 @@ class RunLog:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(self.out_dir / TENSORBOARD_DIR))
+            self._writer = SummaryWriter(str(self.out_dir / TENSORBOARD_DIR))  # makes out_dir
 
     @property
     def files(self) -> list[Path]:
@@ -85,8 +84,7 @@ class RunLog:
         print(text, flush=True)
         if self._handler is not None:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            self._handler.stream.write(f"{stamp} printed:\n{text}\n")
-            self._handler.flush()
+            self._handler.write(f"{stamp} printed:\n{text}\n")
 
     def validation(self, point: Any) -> None:
         """Write one validation point (trainer.Validation) as TensorBoard scalars at its step."""
@@ -105,6 +103,26 @@ class RunLog:
             self._handler.close()
             self._handler = None
             self._project.setLevel(self._level)
+
+
+class _LazyFileHandler(logging.FileHandler):
+    """Appends to its file, created (with its directory) at the first line: a run that fails
+    before it logs anything leaves no output directory behind."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, mode="a", encoding="utf-8", delay=True)
+
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+    def write(self, text: str) -> None:
+        """Raw text (a printed table), not a log record."""
+        with self.lock:
+            if self.stream is None:
+                self.stream = self._open()
+            self.stream.write(text)
+            self.stream.flush()
 
 
 def validation_scalars(point: Any) -> dict[str, float]:

@@ -64,6 +64,11 @@ def test_train_log_keeps_logged_and_printed_lines_with_timestamps(tmp_path, caps
     assert (tmp_path / "train.log").read_text() == text
 
 
+def test_a_run_that_logs_nothing_leaves_no_directory(tmp_path):
+    RunLog(tmp_path / "out", enabled=True).close()
+    assert not (tmp_path / "out").exists()
+
+
 def test_other_ranks_write_nothing(tmp_path):
     log = RunLog(tmp_path / "out", enabled=False)
     log.echo("x")
