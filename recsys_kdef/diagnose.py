@@ -10,7 +10,8 @@
 
     python -m recsys_kdef.diagnose --checkpoint runs/demo [--data DIR] [--out DIR]
 
-Writes diagnose.json and PNG figures to --out (default: the checkpoint's directory).
+Writes diagnose.json and PNG figures to --out (default: beside the checkpoint, never inside
+it: <run>/diagnose/<checkpoint name>/).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from recsys_kdef.data.schema import DataError, Schema
 from recsys_kdef.io import atomic_path
 from recsys_kdef.models.ensemble import build_model
 from recsys_kdef.models.students import student_groups
+from recsys_kdef.output_paths import beside_checkpoint, written_line
 from recsys_kdef.plots import integer_axis, save_figure, subplots, ticks_at
 
 TABLE_PREFIX = "sparse_arch.embedding_bag_collection.embedding_bags."
@@ -172,6 +174,7 @@ def diagnose(checkpoint: str | Path, data: str | Path | None, split: str, max_ro
     off = corr[~np.eye(k, dtype=bool)]
     return {
         "checkpoint": str(checkpoint),
+        "checkpoint_dir": ckpt["path"],
         "students": cfg.model.num_students,
         "embedding_mode": cfg.model.embedding_mode,
         "embedding_dim": cfg.model.embedding_dim,
@@ -297,21 +300,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--max-rows", type=int, default=50_000, help="rows per SVD and per agreement"
     )
-    parser.add_argument("--out", type=Path, help="directory for diagnose.json and PNGs")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="directory for diagnose.json and PNGs (default: beside the checkpoint, "
+        "<run>/diagnose/<checkpoint name>/)",
+    )
     args = parser.parse_args(argv)
     try:
         result = diagnose(args.checkpoint, args.data, args.split, args.max_rows)
     except (CheckpointError, DataError, FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
-    out = args.out or (
-        Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
-    )
+    out = args.out or beside_checkpoint(result["checkpoint_dir"], "diagnose")
     figures = plot(result, out)
     result["figures"] = [p.name for p in figures]
     with atomic_path(out / "diagnose.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     print(format_summary(result))
-    print(f"diagnose: {out / 'diagnose.json'}, figures: {', '.join(p.name for p in figures)}")
+    print(written_line([out / "diagnose.json", *figures]))
 
 
 if __name__ == "__main__":
