@@ -10,6 +10,13 @@ The AUC counts a (positive, negative) pair in different bins exactly as the exac
 and a pair in one bin as a tie (1/2). The exact AUC (ties 1/2) gives such a pair 0, 1/2 or 1,
 so |binned - exact| <= 1/2 * sum_b pos_b * neg_b / (P * N): the error bound, computed from
 the same counts and reported next to each AUC.
+
+Why not torchrec.metrics' AUC: it keeps every prediction, label and weight of the window (12
+bytes per row and head; all rows of a split for an epoch-level AUC), sorts them at compute
+time and gathers them across ranks. On 1M rows at a 10% click rate (tools/bench_auc.py, 2-core
+AMD EPYC, torch 2.13 CPU) both gave 0.8551565 (torchmetrics' exact AUC the same to 7 digits;
+bound here 4.8e-6); torchrec's compute_auc took 0.24 s on 12 MB kept, this 0.10 s (updates
+included) on a fixed 6.3 MB per head, whatever the number of rows.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@
 
     python -m recsys_kdef.diagnose --checkpoint runs/demo [--data DIR] [--out DIR]
 
-Writes diagnose.json and PNG figures to --out (default: the checkpoint's directory).
+Writes diagnose.json and PNG figures to --out (default: beside the checkpoint, never inside
+it: <run>/diagnose/<checkpoint name>/).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from recsys_kdef.data.schema import DataError, Schema
 from recsys_kdef.io import atomic_path
 from recsys_kdef.models.ensemble import build_model
 from recsys_kdef.models.students import student_groups
-from recsys_kdef.plots import save_figure, subplots
+from recsys_kdef.output_paths import beside_checkpoint, written_line
+from recsys_kdef.plots import integer_axis, save_figure, subplots, ticks_at
 
 TABLE_PREFIX = "sparse_arch.embedding_bag_collection.embedding_bags."
 
@@ -96,18 +98,46 @@ def table_spectra(
     return out
 
 
-def tower_spectra(state: dict[str, torch.Tensor], first_student: list[int]) -> list[dict]:
+def tower_spectra(
+    state: dict[str, torch.Tensor], first_student: list[int], archs: list[str] | None = None
+) -> list[dict]:
     """IA of each student's weight matrix in every tower layer. Keys are towers.groups.<g>...
     and tensors lead with the group's students, who are students first_student[g], ... of
-    the ensemble (`students` of each entry)."""
+    the ensemble (`students` of each entry); `label` names the layer for people (`archs`:
+    each group's architecture, to tell groups apart)."""
     out = []
-    for key, w in sorted(state.items()):
+    for key, w in sorted(state.items(), key=lambda item: _layer_order(item[0])):
         if key.startswith("towers.groups.") and w.ndim == 3 and min(w.shape[1:]) > 1:
-            first = first_student[int(key.split(".")[2])]
+            group = int(key.split(".")[2])
+            first = first_student[group]
             iak = [information_abundance(singular_values(w[k])) for k in range(w.shape[0])]
+            arch = archs[group] if archs and len(set(archs)) > 1 else None
             out.append({"layer": key[len("towers.") :], "shape": list(w.shape[1:]), "ia": iak,
-                        "students": list(range(first, first + len(iak)))})  # fmt: skip
+                        "students": list(range(first, first + len(iak))),
+                        "label": layer_label(key, list(w.shape[1:]), arch)})  # fmt: skip
     return out
+
+
+def _layer_order(key: str) -> list:
+    """Sort key of a state key: numeric parts as numbers (layer 10 after layer 9)."""
+    return [int(p) if p.isdigit() else p for p in key.split(".")]
+
+
+def layer_label(key: str, shape: list[int], arch: str | None = None) -> str:
+    """'layer 1 (400)' for towers.groups.<g>.weights.0 of shape (in, 400); other matrices
+    '<name> <i+1> (<in>x<out>)', e.g. 'cross_weights 2 (16x16)'; `arch` prefixes the
+    architecture of a heterogeneous ensemble's group."""
+    rest = key.split(".", 3)[3] if key.count(".") >= 3 else key
+    if rest.startswith("stacked."):  # a zoo student's parameters, names kept as a/b/c keys
+        rest = rest[len("stacked.") :].replace("__", ".")
+    parts = [p for p in rest.split(".") if p not in ("weight",)] if "." in rest else [rest]
+    index = int(parts[-1]) + 1 if parts and parts[-1].isdigit() else None
+    name = ".".join(parts[:-1] if index is not None else parts) or "weight"
+    if name == "weights":
+        text = f"layer {index} ({shape[-1]})"
+    else:
+        text = name + (f" {index}" if index is not None else "") + f" ({shape[0]}x{shape[-1]})"
+    return f"{arch} {text}" if arch else text
 
 
 @torch.no_grad()
@@ -137,17 +167,19 @@ def diagnose(checkpoint: str | Path, data: str | Path | None, split: str, max_ro
     model.load_state_dict(state)
     counts = [group.count for group in student_groups(cfg.model)]
     first_student = [sum(counts[:g]) for g in range(len(counts))]
+    archs = [group.spec.arch for group in student_groups(cfg.model)]
     reader = ParquetBatchReader(list_split_files(data, split), schema, 4096, training=False)
     corr = agreement(model, reader, max_rows)
     k = corr.shape[0]
     off = corr[~np.eye(k, dtype=bool)]
     return {
         "checkpoint": str(checkpoint),
+        "checkpoint_dir": ckpt["path"],
         "students": cfg.model.num_students,
         "embedding_mode": cfg.model.embedding_mode,
         "embedding_dim": cfg.model.embedding_dim,
         "tables": table_spectra(state, used, max_rows, cfg.train.seed),
-        "towers": tower_spectra(state, first_student),
+        "towers": tower_spectra(state, first_student, archs),
         "agreement": {
             "split": split,
             "logit_correlation": corr.tolist(),
@@ -176,13 +208,13 @@ def plot(result: dict, out: Path) -> list[Path]:
     paths.append(save_figure(fig, ax, out / "embedding_ia.png"))
 
     fig, ax = subplots()
-    for i, s in enumerate(students):
-        for t in (t for t in tables if t["student"] == s):
-            sigma = np.array(t["singular_values"])
-            ax.plot(sigma / sigma.max(), color=f"C{i}", alpha=0.4, lw=1,
-                    label=label[s] if t["field"] == fields[0] else None)  # fmt: skip
-    ax.set(yscale="log", xlabel="index", ylabel="sigma / max sigma",
-           title="Singular spectra of the embedding tables")  # fmt: skip
+    for i, (s, (median, low, high)) in enumerate(spectrum_bands(tables).items()):
+        x = np.arange(1, len(median) + 1)
+        ax.plot(x, median, color=f"C{i % 10}", lw=1.5, label=f"{label[s]} (median)")
+        ax.fill_between(x, low, high, color=f"C{i % 10}", alpha=0.2, lw=0)
+    integer_axis(ax.xaxis)
+    ax.set(yscale="log", xlabel="singular value index", ylabel="sigma / max sigma",
+           title=f"Embedding spectra: median and 25-75% over {len(fields)} fields")  # fmt: skip
     paths.append(save_figure(fig, ax, out / "embedding_spectra.png"))
 
     if result["towers"]:
@@ -198,7 +230,8 @@ def plot(result: dict, out: Path) -> list[Path]:
                 ax.bar([x for x, _ in at], [v for _, v in at], width, color=f"C{s % 10}",
                        label=f"student {s}")  # fmt: skip
         centres = [i + (len(lay["students"]) - 1) * width / 2 for i, lay in enumerate(layers)]
-        ax.set_xticks(centres, [lay["layer"] for lay in layers], rotation=30, ha="right")
+        ax.set_xticks(centres, [lay.get("label", lay["layer"]) for lay in layers], rotation=30,
+                      ha="right")  # fmt: skip
         ax.set(ylabel="information abundance", title="Tower layers' IA per student")
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars
         paths.append(save_figure(fig, ax, out / "tower_ia.png", legend=False))
@@ -207,10 +240,30 @@ def plot(result: dict, out: Path) -> list[Path]:
     fig, ax = subplots(4.5, 4.0)
     image = ax.imshow(corr, vmin=min(0.0, corr.min()), vmax=1.0, cmap="viridis")
     fig.colorbar(image, ax=ax)
+    ticks_at(ax.xaxis, range(len(corr)))  # one tick per student, none between
+    ticks_at(ax.yaxis, range(len(corr)))
     ax.set(xlabel="student", ylabel="student",
            title=f"Logit correlation (mean {result['agreement']['mean_pairwise']:.3f})")  # fmt: skip
     paths.append(save_figure(fig, ax, out / "agreement.png", legend=False))
     return paths
+
+
+def spectrum_bands(tables: list[dict]) -> dict[int | None, tuple[np.ndarray, ...]]:
+    """Per student (None: shared tables): the (median, 25th, 75th percentile) over its fields
+    of sigma_i / max sigma at each index i; tables with fewer values leave them out."""
+    by_student: dict[int | None, list[np.ndarray]] = {}
+    for t in tables:
+        sigma = np.asarray(t["singular_values"], dtype=np.float64)
+        if sigma.size and sigma.max() > 0:
+            by_student.setdefault(t["student"], []).append(sigma / sigma.max())
+    out = {}
+    for s in sorted(by_student, key=lambda s: -1 if s is None else s):
+        spectra = by_student[s]
+        padded = np.full((len(spectra), max(len(x) for x in spectra)), np.nan)
+        for row, x in zip(padded, spectra, strict=True):
+            row[: len(x)] = x
+        out[s] = tuple(np.nanpercentile(padded, q, axis=0) for q in (50, 25, 75))
+    return out
 
 
 def format_summary(result: dict) -> str:
@@ -228,7 +281,8 @@ def format_summary(result: dict) -> str:
     for layer in result["towers"]:
         who = f"s{layer['students'][0]}-s{layer['students'][-1]}"
         lines.append(
-            f"tower {layer['layer']:<10} ({who})" + "".join(f"{v:>9.2f}" for v in layer["ia"])
+            f"tower {layer.get('label', layer['layer']):<16} ({who})"
+            + "".join(f"{v:>9.2f}" for v in layer["ia"])
         )
     lines.append(f"mean pairwise logit correlation: {result['agreement']['mean_pairwise']:.4f}")
     return "\n".join(lines)
@@ -246,21 +300,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--max-rows", type=int, default=50_000, help="rows per SVD and per agreement"
     )
-    parser.add_argument("--out", type=Path, help="directory for diagnose.json and PNGs")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="directory for diagnose.json and PNGs (default: beside the checkpoint, "
+        "<run>/diagnose/<checkpoint name>/)",
+    )
     args = parser.parse_args(argv)
     try:
         result = diagnose(args.checkpoint, args.data, args.split, args.max_rows)
     except (CheckpointError, DataError, FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
-    out = args.out or (
-        Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
-    )
+    out = args.out or beside_checkpoint(result["checkpoint_dir"], "diagnose")
     figures = plot(result, out)
     result["figures"] = [p.name for p in figures]
     with atomic_path(out / "diagnose.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     print(format_summary(result))
-    print(f"diagnose: {out / 'diagnose.json'}, figures: {', '.join(p.name for p in figures)}")
+    print(written_line([out / "diagnose.json", *figures]))
 
 
 if __name__ == "__main__":

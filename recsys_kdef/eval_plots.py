@@ -23,16 +23,30 @@ def plot_roc(curves: dict[str, dict], metrics: dict[str, dict], path: Path) -> N
     _save(fig, path)
 
 
-def plot_calibration(curves: dict[str, dict], path: Path) -> None:
-    """Observed CTR against mean prediction per reliability bin; the diagonal is perfect."""
+def plot_calibration(curves: dict[str, dict], path: Path, title: str = "Calibration") -> None:
+    """Observed CTR against mean prediction per reliability bin; the diagonal is perfect. The
+    axes span the data (a click rate of 0.09 is not squeezed into a corner of 0..1)."""
     fig, ax = plt.subplots(figsize=(5, 5))
     for head, curve in curves.items():
         bins = curve["reliability"]
         ax.plot([b[0] for b in bins], [b[1] for b in bins], marker="o", markersize=3, label=head)
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    ax.set(xlabel="mean predicted probability", ylabel="observed CTR", title="Calibration")
+    low, high = calibration_limits(curves)
+    ax.plot([low, high], [low, high], color="grey", linestyle=":", linewidth=1)
+    ax.set(xlim=(low, high), ylim=(low, high), aspect="equal")
+    ax.set(xlabel="mean predicted probability", ylabel="observed CTR", title=title)
     ax.legend(fontsize=7, loc="upper left")
     _save(fig, path)
+
+
+def calibration_limits(curves: dict[str, dict], margin: float = 0.05) -> tuple[float, float]:
+    """(low, high) of both calibration axes: every bin's prediction and CTR, plus `margin` of
+    the span on each side, within [0, 1]; (0, 1) without bins."""
+    values = [v for c in curves.values() for b in c["reliability"] for v in b[:2]]
+    if not values:
+        return 0.0, 1.0
+    low, high = min(values), max(values)
+    pad = margin * max(high - low, 1e-3)
+    return max(0.0, low - pad), min(1.0, high + pad)
 
 
 def plot_heads(metrics: dict[str, dict], path: Path) -> None:

@@ -13,6 +13,7 @@ Score Parquet with it: `python -m recsys_kdef.predict --model artifacts/best ...
 from __future__ import annotations
 
 import argparse
+import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from recsys_kdef.config import FusionConfig, ModelConfig
 from recsys_kdef.config.loading import from_dict
 from recsys_kdef.io import atomic_path
 from recsys_kdef.models.students import locate_student, student_groups
+from recsys_kdef.raw_rows import VOCAB_DIR
 
 ARTIFACT_FORMAT = 1
 
@@ -79,10 +81,31 @@ def export_artifact(checkpoint: str | Path, out_dir: str | Path, student: str = 
         "state_dict": state,
         "source": {"checkpoint": str(checkpoint), "student": chosen, "valid": ckpt.get("valid")},
     }
+    artifact["source"]["label"] = student_label(chosen, student, ckpt.get("valid"))
     out = Path(out_dir) / "model.pt"
     with atomic_path(out) as tmp:
         torch.save(artifact, tmp)
+    copy_vocabularies(Path(ckpt["config"]["data"]["path"]), Path(out_dir))
     return out
+
+
+def student_label(chosen: int | None, asked: str, valid: dict | None) -> str:
+    """What was exported, for people: 'student 2 (best on validation AUC 0.81234)'."""
+    if chosen is None:
+        return "the ensemble"
+    why = " (best on validation AUC" if asked == "best" else " (asked for"
+    auc = (valid or {}).get(f"student_{chosen}", {}).get("auc")
+    return f"student {chosen}{why}" + (
+        f" {auc:.5f})" if auc is not None and asked == "best" else ")"
+    )
+
+
+def copy_vocabularies(dataset: Path, out_dir: Path) -> None:
+    """The dataset's vocab/ beside model.pt, so the artifact scores raw values on its own
+    (synthetic datasets have none)."""
+    source = dataset / VOCAB_DIR
+    if source.is_dir():
+        shutil.copytree(source, out_dir / VOCAB_DIR, dirs_exist_ok=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     path = export_artifact(args.checkpoint, args.out, args.student)
-    print(f"exported {args.student} -> {path}")
+    label = torch.load(path, map_location="cpu", weights_only=True)["source"]["label"]
+    print(f"exported {label} -> {path}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ within the group, exact: rows are kept in partitions by hash(group), on disk wit
 by (group, score); ties count 1/2.
 Calibration (mean prediction / observed CTR) comes from running sums; with `curves=True`,
 fixed-width histograms of the predictions (bounded memory, summed over ranks) give the
-reliability bins and an ROC curve for plots.
+reliability bins (equal row counts, so that a click rate of 0.09 still gets ten points, not
+two) and an ROC curve for plots.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from recsys_kdef.distributed import all_reduce_sum
 from recsys_kdef.group_rows import GroupRows, num_partitions
 
 EPS = 1e-12  # predictions and the base rate are clamped to [EPS, 1 - EPS] in logloss and NE
-RELIABILITY_BINS = 10  # equal-width predicted-probability bins of the calibration curve
+RELIABILITY_BINS = 10  # bins of about equal row counts of the calibration curve
 ROC_BINS = 1000  # score bins of the plotted ROC curve (the reported AUC uses far finer bins)
 
 
@@ -146,20 +147,21 @@ class EvalMetrics:
 def curves_from_histogram(heads: list[str], histogram: torch.Tensor) -> dict[str, dict[str, list]]:
     """Reliability bins and ROC points per head from (H, ROC_BINS, [pos, neg, sum p]) counts.
 
-    reliability: [mean prediction, observed CTR, rows] of each non-empty of RELIABILITY_BINS
-    equal-width bins; roc: false / true positive rates at every score-bin threshold.
+    reliability: [mean prediction, observed CTR, rows] of each non-empty bin of about
+    1 / RELIABILITY_BINS of the rows (whole score bins, in score order); roc: false / true
+    positive rates at every score-bin threshold.
     """
     out = {}
-    per_bin = ROC_BINS // RELIABILITY_BINS
     for i, head in enumerate(heads):
-        pos, neg, psum = histogram[i].unbind(1)
-        coarse = torch.stack([pos, neg, psum], 1).reshape(RELIABILITY_BINS, per_bin, 3).sum(1)
-        rows = coarse[:, 0] + coarse[:, 1]
-        reliability = [
-            [float(s / n), float(p / n), int(n)]
-            for p, s, n in zip(coarse[:, 0], coarse[:, 2], rows, strict=True)
-            if n > 0
-        ]
+        pos, neg, psum = histogram[i].unbind(1)  # each (ROC_BINS,)
+        rows = pos + neg
+        # each score bin goes to the quantile bin of its middle row: bins stay in score order
+        middle = torch.cumsum(rows, 0) - rows / 2
+        group = (middle * RELIABILITY_BINS / rows.sum().clamp(min=1)).long()
+        group = group.clamp_(0, RELIABILITY_BINS - 1)
+        coarse = torch.zeros(RELIABILITY_BINS, 3, dtype=histogram.dtype)
+        coarse.index_add_(0, group, torch.stack([pos, rows, psum], 1))
+        reliability = [[float(s / n), float(p / n), int(n)] for p, n, s in coarse.tolist() if n > 0]
         # thresholds from the highest score down: rates of rows scored at or above each bin
         tpr = torch.cat([torch.zeros(1), pos.flip(0).cumsum(0) / pos.sum().clamp(min=1)])
         fpr = torch.cat([torch.zeros(1), neg.flip(0).cumsum(0) / neg.sum().clamp(min=1)])

@@ -23,6 +23,7 @@ from recsys_kdef.distributed import (
 )
 from recsys_kdef.eval_plots import plot_calibration, plot_heads, plot_roc
 from recsys_kdef.evaluate import PredictionWriter, evaluate
+from recsys_kdef.output_paths import beside_checkpoint, written_line
 from recsys_kdef.outputs import check_writable
 from recsys_kdef.report import format_table, with_best_student, write_json_atomic
 from recsys_kdef.train import build_module
@@ -40,7 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--heads", default=None, help="comma-separated heads (default: all)")
     parser.add_argument("--predictions", default=None, help="directory for part-<rank>.parquet")
     parser.add_argument(
-        "--out", default=None, help="evaluation.json and plots (default: --checkpoint)"
+        "--out",
+        default=None,
+        help="evaluation.json and plots (default: beside the checkpoint, never inside it: "
+        "<run>/eval-<split>/<checkpoint name>/ for <run>/checkpoints/<checkpoint name>)",
     )
     parser.add_argument(
         "--batch-size", type=int, default=None, help="default: data.eval_batch_size"
@@ -59,7 +63,8 @@ def run_evaluation(args: argparse.Namespace, ctx: DistContext) -> dict:
     """Shard the checkpoint's model over this job's ranks, evaluate, write the outputs (rank 0)."""
 
     directory = ckpt.resolve(args.checkpoint)
-    outputs = {"--out": args.out or directory, "--predictions": args.predictions}
+    out = Path(args.out) if args.out else beside_checkpoint(directory, f"eval-{args.split}")
+    outputs = {"--out": out, "--predictions": args.predictions}
     outputs["--tmp-dir"] = args.tmp_dir
     for what, path in outputs.items():  # before any work, not after the evaluation
         if path is not None:
@@ -79,7 +84,6 @@ def run_evaluation(args: argparse.Namespace, ctx: DistContext) -> dict:
         training=False,
     )
     writer = PredictionWriter(args.predictions, ctx.rank) if args.predictions else None
-    out = Path(args.out or directory)
     try:
         result = evaluate(
             module,
@@ -111,13 +115,21 @@ def run_evaluation(args: argparse.Namespace, ctx: DistContext) -> dict:
         "curves": result.curves,
     }
     if ctx.is_main:
+        plots = (
+            [] if args.no_plots else [out / n for n in ("roc.png", "calibration.png", "heads.png")]
+        )
+        written = [out / "evaluation.json", *plots]
+        if args.predictions:
+            written.append(f"{Path(args.predictions) / 'part-*.parquet'} ({ctx.world_size} files)")
+        report["files"] = [str(p) for p in written[1:]]
         write_json_atomic(out / "evaluation.json", report)
-        if not args.no_plots:
-            plot_roc(result.curves, result.metrics, out / "roc.png")
-            plot_calibration(result.curves, out / "calibration.png")
-            plot_heads(result.metrics, out / "heads.png")
+        if plots:
+            title = f"{Path(args.data).name} {args.split}, {result.rows:,} rows"
+            plot_roc(result.curves, result.metrics, plots[0])
+            plot_calibration(result.curves, plots[1], f"Calibration: {title}")
+            plot_heads(result.metrics, plots[2])
         print(format_table(f"\n{args.split} ({result.rows:,} rows) of {directory}", metrics))
-        print(f"metrics, calibration bins and ROC points: {out / 'evaluation.json'}")
+        print(written_line(written))
     return report
 
 

@@ -21,19 +21,27 @@ from recsys_kdef.config import ModelConfig
 from recsys_kdef.config.loading import from_dict
 from recsys_kdef.data.batch import Batch
 from recsys_kdef.data.reader import ParquetBatchReader
-from recsys_kdef.data.schema import Schema
+from recsys_kdef.data.schema import DataError, Schema
 from recsys_kdef.export import ARTIFACT_FORMAT
 from recsys_kdef.io import atomic_path, load_versioned
 from recsys_kdef.models.ensemble import EnsembleModel, build_model
+from recsys_kdef.raw_rows import encode_raw, load_vocabularies
 
 
 class Predictor:
-    """A standalone exported model: `predict(batch)` returns (B,) click probabilities."""
+    """A standalone exported model: `predict(rows)` returns (B,) click probabilities of a
+    Batch of prepared ids, or of raw rows (a dict or a pyarrow table of raw values, mapped
+    through the dataset's vocabularies: recsys_kdef.raw_rows)."""
 
-    def __init__(self, model: EnsembleModel, schema: Schema, head: str) -> None:
+    def __init__(
+        self, model: EnsembleModel, schema: Schema, head: str, vocab_dir: Path | None = None
+    ) -> None:
         self.model = model.eval()
         self.schema = schema
         self.head = head
+        self.vocab_dir = vocab_dir
+        """Where raw values find their vocabularies (an artifact or dataset directory)."""
+        self._vocabs = None
 
     @classmethod
     def load(cls, path: str | Path) -> Predictor:
@@ -49,11 +57,22 @@ class Predictor:
             from_dict(ModelConfig, artifact["model"], "model"), schema, device=torch.device("cpu")
         )
         model.load_state_dict(artifact["state_dict"])
-        return cls(model, schema, artifact["head"])
+        directory = Path(path) if Path(path).is_dir() else Path(path).parent
+        return cls(model, schema, artifact["head"], directory)
 
     @torch.no_grad()
-    def predict(self, batch: Batch) -> torch.Tensor:
+    def predict(self, rows: Batch | dict | pa.Table) -> torch.Tensor:
+        """(B,) click probabilities of a Batch, or of raw rows (unknown values: OOV)."""
+        batch = rows if isinstance(rows, Batch) else self.encode(rows)
         return torch.sigmoid(self.model(batch.dense, batch.sparse).heads()[self.head])
+
+    def encode(self, rows: dict | pa.Table) -> Batch:
+        """Raw rows as a Batch of the dataset's ids (vocabularies read once, from vocab_dir)."""
+        if self._vocabs is None:
+            if self.vocab_dir is None:
+                raise DataError("raw rows need vocabularies: give Predictor a vocab_dir")
+            self._vocabs = load_vocabularies(self.vocab_dir, self.schema)
+        return encode_raw(rows, self.schema, self._vocabs)
 
     def predict_parquet(
         self, source: str | Path, destination: str | Path, batch_size: int = 8192

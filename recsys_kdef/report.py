@@ -12,7 +12,9 @@ from recsys_kdef.evaluate import EvalResult, best_student
 from recsys_kdef.io import atomic_path
 from recsys_kdef.trainer import FitResult
 
-COLUMNS = ("auc", "logloss", "ne", "gauc")
+COLUMNS = ("auc", "logloss", "ne", "gauc", "calibration")
+HEADERS = {"calibration": "calib"}  # column titles where the key is too wide
+CALIBRATION_NOTE = "calib = mean prediction / observed click rate (1 is calibrated)"
 
 
 def with_best_student(
@@ -99,14 +101,17 @@ def build_report(
 
 
 def format_table(title: str, metrics: dict[str, dict[str, float]]) -> str:
-    """A fixed-width table: one row per head, columns AUC, logloss, NE, gAUC."""
+    """A fixed-width table: one row per head, columns AUC, logloss, NE, gAUC, calibration
+    (with a line saying what calibration is, when it is shown)."""
     cols = [c for c in COLUMNS if any(c in m for m in metrics.values())]
-    lines = [title, f"{'head':<28}" + "".join(f"{c:>10}" for c in cols)]
+    lines = [title, f"{'head':<28}" + "".join(f"{HEADERS.get(c, c):>10}" for c in cols)]
     for head, m in metrics.items():
         name = f"best_student (student_{m['index']})" if head == "best_student" else head
         lines.append(
             f"{name:<28}" + "".join(f"{m[c]:>10.5f}" if c in m else f"{'-':>10}" for c in cols)
         )
+    if "calibration" in cols:
+        lines.append(CALIBRATION_NOTE)
     return "\n".join(lines)
 
 

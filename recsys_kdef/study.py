@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from recsys_kdef.config import load_config
 from recsys_kdef.io import atomic_path
-from recsys_kdef.plots import save_figure, subplots
+from recsys_kdef.plots import mean_std_text, save_figure, subplots, ticks_at
 
 TRAIN_SCRIPT = Path(__file__).with_name("train.py")
 # per objective: the overrides that select it, and the head that is "the ensemble"
@@ -200,24 +200,31 @@ def aggregate(results: list[RunResult]) -> list[dict]:
     return rows
 
 
-def plot(rows: list[dict], out: Path) -> list[Path]:
-    """The study's figures, one PNG each."""
+def plot(rows: list[dict], out: Path, context: str = "") -> list[Path]:
+    """The study's figures, one PNG each; ticks at the K values run, `context` (dataset,
+    epochs, seeds) under each title. One seed draws no error bar (it has no spread)."""
     objectives = sorted({r["objective"] for r in rows})
+    ks = sorted({r["students"] for r in rows})
 
     def series(objective: str, metric: str):
         pts = [r for r in rows if r["objective"] == objective]
-        return (
-            [r["students"] for r in pts],
-            [r[metric] for r in pts],
-            [r[f"{metric}_std"] for r in pts],
+        spread = [r[f"{metric}_std"] if r["seeds"] > 1 else 0.0 for r in pts]
+        return [r["students"] for r in pts], [r[metric] for r in pts], spread
+
+    def finish(fig, ax, ylabel: str, title: str, name: str) -> Path:
+        ticks_at(ax.xaxis, ks)
+        ax.set(
+            xlabel="students K", ylabel=ylabel, title=f"{title}\n{context}" if context else title
         )
+        return save_figure(fig, ax, out / name)
 
     paths = []
     fig, ax = subplots()
     for o in objectives:
         ax.errorbar(*series(o, "ensemble_auc"), marker="o", capsize=3, label=o)
-    ax.set(xlabel="students K", ylabel="test AUC of the ensemble", title="Ensemble AUC vs K")
-    paths.append(save_figure(fig, ax, out / "ensemble_auc_vs_k.png"))
+    paths.append(
+        finish(fig, ax, "test AUC of the ensemble", "Ensemble AUC vs K", "ensemble_auc_vs_k.png")
+    )
 
     fig, ax = subplots()
     for i, o in enumerate(objectives):
@@ -226,31 +233,38 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
                     label=f"{o}: best")  # fmt: skip
         ax.errorbar(*series(o, "worst_student_auc"), color=color, marker="v", capsize=3, ls="--",
                     label=f"{o}: worst")  # fmt: skip
-    ax.set(xlabel="students K", ylabel="test AUC", title="Best and worst student vs K")
-    paths.append(save_figure(fig, ax, out / "students_auc_vs_k.png"))
+    paths.append(
+        finish(fig, ax, "test AUC", "Best and worst student vs K", "students_auc_vs_k.png")
+    )
 
     fig, ax = subplots()
     for o in objectives:
         ax.errorbar(*series(o, "gap"), marker="o", capsize=3, label=o)
-    ax.set(xlabel="students K", ylabel="ensemble AUC - worst student AUC",
-           title="How far students trail the ensemble")  # fmt: skip
-    paths.append(save_figure(fig, ax, out / "gap_vs_k.png"))
+    paths.append(finish(fig, ax, "ensemble AUC - worst student AUC",
+                        "How far students trail the ensemble", "gap_vs_k.png"))  # fmt: skip
 
     fig, ax = subplots()
     for o in objectives:
         ax.errorbar(*series(o, "samples_per_sec"), marker="o", capsize=3, label=o)
-    ax.set(xlabel="students K", ylabel="training samples / s", title="Training cost vs K")
-    paths.append(save_figure(fig, ax, out / "cost_vs_k.png"))
+    paths.append(finish(fig, ax, "training samples / s", "Training cost vs K", "cost_vs_k.png"))
     return paths
 
 
+def study_context(config: str, overrides: list[str], seeds: int) -> str:
+    """'<dataset>, <epochs> epochs, <seeds> seeds': what every figure of the study is about."""
+    cfg = load_config(["--config", config, *overrides])
+    epochs = f"{cfg.train.epochs} epoch" + ("s" if cfg.train.epochs != 1 else "")
+    return f"{Path(cfg.data.path).name}, {epochs}, {seeds} seed" + ("s" if seeds != 1 else "")
+
+
 def format_summary(rows: list[dict]) -> str:
-    head = f"{'objective':<10}{'K':>4}{'ensemble':>18}{'best':>10}{'worst':>10}{'gap':>9}{'samples/s':>12}"
+    """One line per (objective, K): ensemble AUC as mean ± std over seeds (n=1: no std)."""
+    head = f"{'objective':<10}{'K':>4}{'ensemble (over seeds)':>28}{'best':>10}{'worst':>10}{'gap':>9}{'samples/s':>12}"
     lines = [head]
     for r in rows:
+        ensemble = mean_std_text(r["ensemble_auc"], r["ensemble_auc_std"], r["seeds"])
         lines.append(
-            f"{r['objective']:<10}{r['students']:>4}"
-            f"{r['ensemble_auc']:>10.5f} ± {r['ensemble_auc_std']:.4f}"
+            f"{r['objective']:<10}{r['students']:>4}{ensemble:>28}"
             f"{r['best_student_auc']:>10.5f}{r['worst_student_auc']:>10.5f}{r['gap']:>9.5f}"
             f"{r['samples_per_sec']:>12,.0f}"
         )
@@ -294,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
         except RuntimeError as e:
             sys.exit(f"error: {e}")
     rows = aggregate(results)
-    figures = plot(rows, args.out)
+    figures = plot(rows, args.out, study_context(args.config, overrides, args.seeds))
     report = {"config": args.config, "overrides": overrides, "runs": [asdict(r) for r in results],
               "aggregate": rows, "figures": [p.name for p in figures]}  # fmt: skip
     with atomic_path(args.out / "study.json") as tmp:

@@ -36,6 +36,7 @@ from recsys_kdef.models.train_wrapper import EnsembleTrain
 from recsys_kdef.objectives import build_objective
 from recsys_kdef.outputs import check_writable
 from recsys_kdef.report import build_report, format_table, write_json_atomic
+from recsys_kdef.run_log import LEARNING_CURVE, RunLog, plot_learning_curve, require_tensorboard
 from recsys_kdef.trainer import NonFiniteLoss, Trainer
 
 logger = logging.getLogger("recsys_kdef")
@@ -104,8 +105,20 @@ def run(cfg: ExperimentConfig, ctx: DistContext) -> dict:
     out = Path(cfg.train.output_dir)
     check_writable(out, "train.output_dir", ConfigError)  # before any work, not at the first save
     check_writable(out / CHECKPOINTS, "train.output_dir (its checkpoints/)", ConfigError)
-    job = build_job(cfg, ctx)
+    if cfg.train.tensorboard:
+        require_tensorboard()  # every rank, before any work
+    job = build_job(cfg, ctx)  # a data or config error here leaves no output directory
+    log = RunLog(cfg.train.output_dir, enabled=ctx.is_main, tensorboard=cfg.train.tensorboard)
+    try:
+        return _run(cfg, ctx, job, log)
+    finally:
+        log.close()
+
+
+def _run(cfg: ExperimentConfig, ctx: DistContext, job: Job, log: RunLog) -> dict:
+    out = Path(cfg.train.output_dir)
     trainer = Trainer(job.module, job.optimizer, ctx, cfg.train, checkpoint_meta(cfg, job.schema))
+    trainer.observers.append(log.validation)
     resume = resume_point(cfg.train.resume, cfg.train.output_dir)
     try:
         fit = trainer.fit(job.readers.train, job.readers.valid, resume=resume)
@@ -136,19 +149,20 @@ def run(cfg: ExperimentConfig, ctx: DistContext) -> dict:
     )
     if ctx.is_main:
         write_json_atomic(out / "metrics.json", report)
-        print(
+        log.echo(
             format_table(
                 f"\nTest ({test.rows:,} rows, best student chosen on validation AUC)",
                 report["test"],
             )
         )
         if "bayes_auc" in job.schema.extra:
-            print(
+            log.echo(
                 f"Bayes-optimal test AUC of the synthetic data: {job.schema.extra['bayes_auc']['test']:.5f}"
             )
-        print(
-            f"metrics and config: {out / 'metrics.json'}; best weights: {out / 'checkpoints/best'}"
-        )
+        title = f"{Path(cfg.data.path).name}, {cfg.train.epochs} epochs, seed {cfg.train.seed}"
+        curve = plot_learning_curve(report["history"], out / LEARNING_CURVE, title)
+        written = [out / "metrics.json", out / "checkpoints/best", *log.files]
+        log.echo("written: " + ", ".join(str(p) for p in [*written, *([curve] if curve else [])]))
     return report
 
 

@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,6 +170,8 @@ class Trainer:
         self.nonfinite = NonFiniteWatch(ctx.device, ctx.rank)
         self.divergence = DivergenceWatch(cfg, ctx, train_ctr(self.meta))
         self._step = 0  # global steps whose forward ran
+        self.observers: list[Callable[[Validation], None]] = []
+        """Called with each validation point after it is logged (e.g. RunLog.validation)."""
         self._threads = torch.get_num_threads()
         limit = cfg.embedding_backward_threads
         on_cpu = ctx.device.type == "cpu" and limit is not None and limit < self._threads
@@ -335,6 +337,8 @@ class Trainer:
         result.history.append(point)
         window.reset()
         _log_validation(point, self.ctx)
+        for observe in self.observers:
+            observe(point)
         if result.best is None or monitor > result.best.monitor_value:
             result.best = point
             self._bad_validations = 0
@@ -352,8 +356,7 @@ class Trainer:
             )
         else:
             self._bad_validations += 1
-            for group in self.optimizer.param_groups:
-                group["lr"] = max(group["lr"] * self.cfg.lr_decay_factor, self.cfg.min_lr)
+            decay_on_plateau(self.optimizer.param_groups, self.cfg.lr_decay_factor, self.cfg.min_lr)
             stop = self._bad_validations >= self.cfg.early_stop_patience
         result.stopped_early = stop
         self._save_step(result, step, window)
@@ -491,6 +494,19 @@ class _LossWindow:
 
     def mean_weights(self) -> dict[str, list]:
         return {k: (v / max(self.batches, 1)).tolist() for k, v in self.weight_sums.items()}
+
+
+def decay_on_plateau(param_groups: list[dict], factor: float, min_lr: float) -> None:
+    """One validation without gain: every group's lr times `factor`, not below `min_lr`.
+
+    This is torch.optim.lr_scheduler.ReduceLROnPlateau(mode="max", factor, patience=0,
+    threshold=0, min_lr, eps=0), step for step (tests/test_library_parity.py), written out
+    because the trainer's own best value and bad-validation count already drive the best
+    weights and early stopping and are resumed from the checkpoint's JSON: a scheduler would
+    keep a second copy of both to save, restore and keep in agreement.
+    """
+    for group in param_groups:
+        group["lr"] = max(group["lr"] * factor, min_lr)
 
 
 def _apply_process_settings(cfg: TrainConfig, device: torch.device) -> None:

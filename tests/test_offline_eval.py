@@ -5,7 +5,6 @@ bins and per-rank prediction files come with it."""
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _train(ctx, args: list[str]) -> dict:
-    logging.disable(logging.INFO)
-    return run(load_config(args), ctx)
+    return run(load_config(args), ctx)  # INFO lines go to train.log only (no console handler)
 
 
 def _evaluate(ctx, argv: list[str]) -> dict:
@@ -110,3 +108,33 @@ def test_an_unknown_head_is_named(trained, tmp_path):
     argv = ["--checkpoint", str(run_dir), "--data", str(data), "--heads", "student_9"]
     with pytest.raises(AssertionError, match=r"unknown heads \['student_9'\]"):
         run_multiprocess(_evaluate, world_size=1, argv=[*argv, "--out", str(tmp_path)])
+
+
+def test_the_run_leaves_a_log_a_learning_curve_and_names_its_files(trained):
+    _, run_dir, report = trained
+    log = (run_dir / "train.log").read_text()
+    # each validation line, with a timestamp, and the printed test table with calibration
+    validations = [line for line in log.splitlines() if "| valid AUC" in line]
+    assert len(validations) == len(report["history"]) >= 1
+    assert all(line[:4].isdigit() and line[4] == "-" for line in validations)
+    assert "calib" in log and "mean prediction / observed click rate" in log
+    ensemble = report["test"]["ensemble"]
+    assert f"{ensemble['calibration']:.5f}" in log
+    assert "written: " in log and "learning_curve.png" in log
+    assert (run_dir / "learning_curve.png").stat().st_size > 1000
+    assert not (run_dir / "tensorboard").exists()  # train.tensorboard is off by default
+
+
+def test_evaluation_outputs_go_beside_the_checkpoint_and_are_named(trained, capsys):
+    data, run_dir, _ = trained
+    argv = ["--checkpoint", str(run_dir), "--data", str(data), "--no-progress"]
+    report = run_multiprocess(_evaluate, world_size=1, argv=argv)[0]
+    out = run_dir / "eval-test" / "best"
+    assert (out / "evaluation.json").is_file()
+    assert report["files"] == [str(out / n) for n in ("roc.png", "calibration.png", "heads.png")]
+    best = run_dir / "checkpoints" / "best"
+    assert not [
+        p for p in best.iterdir() if p.suffix in (".png", ".json") and p.name != "meta.json"
+    ]
+    for name in report["files"]:
+        assert Path(name).stat().st_size > 1000

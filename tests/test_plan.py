@@ -250,3 +250,42 @@ def test_the_plan_the_tool_prints_is_the_plan_training_applies(tiny_dataset, tmp
         assert (table["name"] in held_file) == (rank == new_rank)
     for t in tool.tables:
         assert f"{t.name} " in printed and t.sharding_type in printed
+
+
+def test_planning_needs_the_schema_and_says_what_to_pass(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main([*base_args(tmp_path / "nowhere")])
+    message = str(e.value)
+    assert str(tmp_path / "nowhere" / "schema.json") in message
+    assert (
+        "pass --data DIR" in message and "schema.json to plan from the schema file alone" in message
+    )
+
+
+def test_a_schema_file_alone_plans_like_its_dataset_without_pooling_data(tiny_dataset, tmp_path):
+    alone = tmp_path / "only" / "schema.json"
+    alone.parent.mkdir()
+    alone.write_text((tiny_dataset / "schema.json").read_text())
+    from_file = plan_for(alone, "--planner.stats_row_groups", "0")
+    from_dir = plan_for(tiny_dataset, "--planner.stats_row_groups", "0")
+    assert [(t.key, t.sharding_type, t.ranks) for t in from_file.tables] == [
+        (t.key, t.sharding_type, t.ranks) for t in from_dir.tables
+    ]
+
+
+def test_identical_ranks_print_as_one_row_and_the_figure_is_written(tiny_dataset, tmp_path, capsys):
+    from recsys_kdef.plan.figure import rank_series
+    from recsys_kdef.plan.text import collapse_ranks
+
+    rows = [["0", "a"], ["1", "a"], ["2", "b"], ["3", "a"], ["4", "a"], ["5", "a"]]
+    assert collapse_ranks(rows) == [["0-1", "a"], ["2", "b"], ["3-5", "a"]]
+    figure = tmp_path / "ranks.png"
+    constrained = ["--planner.sharding_types", "[data_parallel]", "--figure", str(figure)]
+    main([*base_args(tiny_dataset), "--world", "2x4", *constrained])
+    out = capsys.readouterr().out
+    per_rank = out.split("Per rank")[1].split("imbalance")[0].strip().splitlines()
+    assert len(per_rank) == 2 and per_rank[1].startswith("0-7 ")  # header + one row, not 8
+    assert figure.stat().st_size > 1000 and f"per-rank figure: {figure}" in out
+    summary = plan_for(tiny_dataset, "--planner.sharding_types", "[data_parallel]", world="2x4")
+    series = rank_series(summary)
+    assert len(series["used_gb"]) == 8 and len(set(series["used_gb"])) == 1

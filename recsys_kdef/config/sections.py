@@ -363,6 +363,11 @@ class TrainConfig:
     """Stop, after training, when the best validation AUC of the monitored head (the ensemble
     for monitor = distill) is below this: a model no better than chance; null: off."""
     progress_bar: bool = True
+    tensorboard: bool = False
+    """Also write TensorBoard events to output_dir/tensorboard/ (rank 0, at each validation):
+    per head valid AUC / logloss / calibration, training loss components, per-student exam
+    lambda / fusion / gate weights, learning rates, samples/s. Needs the `tensorboard`
+    package. train.log and learning_curve.png are written either way."""
     log_every_steps: int = 50
     """Steps between reads of the (device) loss for the progress bar and non-finite checks."""
     embedding_backward_threads: int | None = 1

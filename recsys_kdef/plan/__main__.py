@@ -12,10 +12,12 @@ plan.planning.build_planner), so `--json` with `--planner.plan_file` runs what w
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 
@@ -23,6 +25,7 @@ from recsys_kdef.config import ConfigError, ExperimentConfig, load_config
 from recsys_kdef.data import DataError, Schema
 from recsys_kdef.data.stats import FieldStats, estimate_field_stats
 from recsys_kdef.distributed import attach_sparse_optimizer, quiet_library_warnings
+from recsys_kdef.plan.figure import plot_ranks
 from recsys_kdef.plan.planning import PlanTarget, build_planner, collections, plan_module
 from recsys_kdef.plan.summary import PlanSummary
 from recsys_kdef.plan.text import format_compare, format_summary
@@ -61,9 +64,27 @@ def load(args: argparse.Namespace, overrides: list[str], config: str | None) -> 
 def make_plan(cfg: ExperimentConfig, world: str, device: str) -> PlanSummary:
     """Plan cfg's training module for `world` ranks of `device` (a DEVICES key), with the
     schema and pooling factors of the dataset at data.path (Parquet files are optional)."""
-    schema = Schema.load(cfg.data.path)
+    schema = load_schema(cfg.data.path)
     stats = estimate_field_stats(cfg.data.path, schema, cfg.planner.stats_row_groups)
     return plan_schema(cfg, schema, stats, world, device)
+
+
+def load_schema(path: str) -> Schema:
+    """The dataset's schema: `path` is a dataset directory (its schema.json, and train/*.parquet
+    for pooling factors when there) or a schema.json file alone (pooling factors 1.0)."""
+    if Path(path).is_file():
+        try:
+            return Schema.from_json(json.loads(Path(path).read_text()))
+        except (KeyError, TypeError, json.JSONDecodeError) as e:
+            raise DataError(f"{path}: not a valid schema.json: {e}") from e
+    if not Path(path, "schema.json").is_file():
+        raise DataError(
+            f"{Path(path, 'schema.json')}: not found. The planner needs the dataset's schema "
+            "(fields and vocabulary sizes): pass --data DIR, a prepared dataset directory "
+            "(schema.json, optionally train/*.parquet for pooling factors), or --data "
+            "path/to/schema.json to plan from the schema file alone"
+        )
+    return Schema.load(path)
 
 
 def plan_schema(
@@ -102,10 +123,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--world", default="1x2", help="NODESxPROCS, e.g. 2x8 (default 1x2)")
     p.add_argument("--device", choices=list(DEVICES), default="cpu", help="device preset")
     p.add_argument(
-        "--data", help="dataset directory (schema.json, train/*.parquet); default data.path"
+        "--data",
+        help="dataset directory (schema.json, train/*.parquet for pooling factors) or a "
+        "schema.json file alone; default data.path",
     )
     p.add_argument("--constraints", help="per-table constraints YAML (= planner.constraints)")
     p.add_argument("--json", help="write the full plan here (training reads it: planner.plan_file)")
+    p.add_argument("--figure", help="write a PNG of memory and estimated cost per rank here")
     p.add_argument(
         "--compare", help="a world (4x8) or another config YAML to plan and compare with"
     )
@@ -120,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
         summary = make_plan(load(args, overrides, args.config), args.world, args.device)
         if args.json:
             summary.save(args.json)
+        if args.figure:
+            plot_ranks(summary, args.figure)
         if args.compare is None:
             print(format_summary(summary))
         else:
@@ -128,6 +154,8 @@ def main(argv: list[str] | None = None) -> None:
             other = make_plan(other_cfg, args.compare if is_world else args.world, args.device)
             label_a = args.world if is_world else (args.config or "defaults")
             print(format_compare(summary, other, label_a, args.compare))
+        if args.figure:
+            print(f"\nper-rank figure: {args.figure}")
         if args.json:
             print(f"\nplan written to {args.json} (train with --planner.plan_file {args.json})")
     except (ConfigError, DataError) as e:

@@ -96,13 +96,28 @@ def ranks_section(s: PlanSummary) -> str:
     mem = "HBM" if gpu else "DRAM"
     headers = ["rank", "shards", f"{mem} tables", "reserved", "capacity", "headroom"]
     headers += ["DDR tables", "DDR cap"] if gpu else []
-    text = table([*headers, "cost ms"], [row(r) for r in s.ranks])
+    text = table([*headers, "cost ms"], collapse_ranks([row(r) for r in s.ranks]))
     used = [r.hbm_used if gpu else r.ddr_used for r in s.ranks]
     costs = [r.cost_ms for r in s.ranks]
     return (
         text + f"\nimbalance (max / mean over ranks): cost {_imbalance(costs):.2f}, "
         f"{mem} {_imbalance([float(u) for u in used]):.2f}"
     )
+
+
+def collapse_ranks(rows: list[list[str]]) -> list[list[str]]:
+    """Runs of consecutive ranks whose rows are equal but for the rank (column 0) become one
+    row labelled '0-15' (a 2x8 plan of data-parallel tables prints one row, not 16)."""
+    out: list[list[str]] = []
+    runs: list[list[int]] = []
+    for row in rows:
+        if out and out[-1][1:] == row[1:]:
+            runs[-1].append(int(row[0]))
+            out[-1][0] = f"{runs[-1][0]}-{runs[-1][-1]}"
+        else:
+            out.append(list(row))
+            runs.append([int(row[0])])
+    return out
 
 
 def rejected_section(s: PlanSummary) -> str:

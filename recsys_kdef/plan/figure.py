@@ -1,0 +1,36 @@
+"""The plan's per-rank figure: embedding memory (against capacity) and estimated step cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recsys_kdef.plan.summary import PlanSummary
+from recsys_kdef.plots import save_figure, subplots, ticks_at
+
+
+def rank_series(s: PlanSummary) -> dict[str, list[float]]:
+    """Per rank, in GB and ms: embedding memory used, capacity, estimated step cost (HBM on
+    GPU, DRAM on CPU)."""
+    gpu = s.compute_device != "cpu"
+    return {
+        "used_gb": [(r.hbm_used if gpu else r.ddr_used) / 2**30 for r in s.ranks],
+        "cap_gb": [(r.hbm_cap if gpu else r.ddr_cap) / 2**30 for r in s.ranks],
+        "cost_ms": [r.cost_ms for r in s.ranks],
+    }
+
+
+def plot_ranks(s: PlanSummary, path: str | Path) -> Path:
+    """Two panels over the ranks: memory used (capacity dotted) and estimated cost."""
+    series = rank_series(s)
+    ranks = [r.rank for r in s.ranks]
+    mem = "HBM" if s.compute_device != "cpu" else "DRAM"
+    fig, (left, right) = subplots(max(8.0, 0.4 * len(ranks)), 3.5, ncols=2)
+    left.bar(ranks, series["used_gb"], color="tab:blue", label="embedding tables")
+    left.plot(ranks, series["cap_gb"], "k:", marker="_", label="capacity")
+    left.set(xlabel="rank", ylabel=f"{mem} GB", title=f"{mem} per rank ({s.device})")
+    right.bar(ranks, series["cost_ms"], color="tab:orange")
+    right.set(xlabel="rank", ylabel="ms", title=f"estimated step cost, batch {s.batch_size}")
+    step = max(1, len(ranks) // 16)  # at most ~16 labels
+    for ax in (left, right):
+        ticks_at(ax.xaxis, ranks[::step])
+    return save_figure(fig, (left, right), Path(path))
