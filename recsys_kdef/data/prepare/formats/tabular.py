@@ -37,6 +37,7 @@ from recsys_kdef.data.prepare.formats.base import (
     require_columns,
     split_tokens,
 )
+from recsys_kdef.data.prepare.lists import POOLINGS
 from recsys_kdef.data.prepare.text import BadRows, Chunk, TextLayout, read_parquet, read_text
 from recsys_kdef.data.schema import DataError
 
@@ -65,7 +66,7 @@ class ListSpec:
                 + f", got {value!r}"
             )
         spec = cls(**({"separator": "^"} if sequence else {}) | value)
-        if spec.pooling not in ("mean", "sum"):
+        if spec.pooling not in POOLINGS:
             raise DataError(f"'{name}': pooling must be mean or sum, got {spec.pooling!r}")
         if sequence and (spec.of is None or spec.max_len < 1):
             raise DataError(f"sequences '{name}': needs of: TARGET and max_len: N >= 1")
