@@ -160,7 +160,7 @@ def prepare(
                 f.kind in ("multi", "sequence"),
                 f.pooling,
                 sequence_of=f.sequence_of,
-                max_len=f.max_len,
+                max_len=f.max_len if f.kind == "sequence" else 0,  # a multi field: cut here
             )
             for f in sparse
         ),

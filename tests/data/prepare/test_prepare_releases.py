@@ -165,3 +165,29 @@ def test_malformed_release_files_name_the_file_and_line(tmp_path):
     (tmp_path / "raw0" / "test.csv").unlink()
     with pytest.raises(SystemExit, match=r"raw0: no test.csv; the amazonelectronics release"):
         run_prepare("amazonelectronics", [tmp_path / "raw0"], tmp_path / "o")
+
+
+def test_max_len_and_pooling_for_csv_and_movielens(tmp_path):
+    """A spec's list column and --max-len / --pooling keep the LAST ids and set the pooling;
+    movielens' Genres and ML-100K's --age years follow the same options."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("label: y\nsparse: [u]\nmulti_valued: {t: {separator: '|', max_len: 2}}\n")
+    (tmp_path / "t.csv").write_text("u,t,y\na,p|q|r,1\nb,q,0\na,r|p,1\nb,p|q|r|s,0\n")
+    order = ("--split", "order", "--ratios", "0.5,0.25,0.25")
+    schema = run_prepare("csv", [tmp_path / "t.csv"], tmp_path / "o1", "--spec", str(spec), *order)
+    f = next(f for f in schema.sparse if f.name == "t")
+    assert f.pooling == "mean" and schema.extra["card"]["fields"]["t"]["max_len"] == 2
+    got = sum((read_split(tmp_path / "o1", s)["t"] for s in SPLITS), [])
+    vocab = {"q": 1, "p": 2, "r": 3}  # train rows p q r, q: q twice; ties by token
+    assert got == [[1, 3], [1], [3, 2], [3, 4]]  # last 2; s unseen -> OOV 4
+    assert len(vocab) + 2 == f.vocab_size
+    schema = run_prepare(
+        "csv", [tmp_path / "t.csv"], tmp_path / "o2", "--spec", str(spec), *order,
+        "--max-len", "t=1", "--pooling", "t=sum",
+    )  # fmt: skip
+    assert next(f for f in schema.sparse if f.name == "t").pooling == "sum"
+    assert sum((read_split(tmp_path / "o2", s)["t"] for s in SPLITS), []) == [[3], [1], [2], [4]]
+    with pytest.raises(SystemExit, match=r"--pooling: \['u'\] are not list fields"):
+        run_prepare("csv", [tmp_path / "t.csv"], tmp_path / "o3", "--spec", str(spec),
+                    "--pooling", "u=sum")  # fmt: skip
+    assert not (tmp_path / "o3").exists()
