@@ -191,3 +191,21 @@ def test_max_len_and_pooling_for_csv_and_movielens(tmp_path):
         run_prepare("csv", [tmp_path / "t.csv"], tmp_path / "o3", "--spec", str(spec),
                     "--pooling", "u=sum")  # fmt: skip
     assert not (tmp_path / "o3").exists()
+
+
+def test_ml100k_age_groups_by_default_or_raw_years(tmp_path):
+    raw = tmp_path / "ml-100k"
+    raw.mkdir()
+    (raw / "u.data").write_text("1\t1\t5\t1\n2\t1\t4\t2\n3\t1\t1\t3\n1\t1\t2\t4\n")
+    (raw / "u.user").write_text("1|20|M|x|1\n2|24|F|x|1\n3|40|M|x|1\n")
+    (raw / "u.item").write_text("1|Toy Story (1995)|d||u|" + "|".join(["0"] * 18 + ["1"]) + "\n")
+    order = ("--split", "order", "--ratios", "0.5,0.25,0.25")
+    for age, tokens in (("groups", ["18", "18", "35", "18"]), ("years", ["20", "24", "40", "20"])):
+        out = tmp_path / age
+        schema = run_prepare("movielens100k", [raw], out, *order, "--age", age)
+        vocab_size = next(f.vocab_size for f in schema.sparse if f.name == "Age")
+        assert vocab_size == len(set(tokens[:2])) + 2  # train rows: users 1, 2
+        got = sum((read_split(out, s)["Age"] for s in SPLITS), [])
+        train = sorted(set(tokens[:2]), key=lambda t: (-tokens[:2].count(t), t))
+        ids = {t: i + 1 for i, t in enumerate(train)}
+        assert got == [ids.get(t, len(ids) + 1) for t in tokens], age
