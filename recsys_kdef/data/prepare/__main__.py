@@ -42,7 +42,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FIELD=N",
         help="hash a field's tokens into a table of N ids, no vocabulary ('*=N' for every field)",
     )
-    common.add_argument("--split", choices=["random", "files", "order"], default="random")
+    common.add_argument(
+        "--max-len",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="FIELD=N",
+        help="keep a list field's last N ids per row ('*=N' for every list field)",
+    )
+    common.add_argument(
+        "--pooling",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="FIELD=mean|sum",
+        help="how models pool a list field (default mean, FuxiCTR's; '*=sum' for every one)",
+    )
+    common.add_argument(
+        "--split",
+        choices=["random", "files", "order"],
+        help="default: random, or the format's own (files for releases with split files)",
+    )
     common.add_argument("--ratios", default="0.8,0.1,0.1", help="train,valid,test shares")
     common.add_argument("--seed", type=int, default=2024, help="seed of the random split")
     common.add_argument(
@@ -89,6 +109,16 @@ def parse_raw(items: list[str], fmt, split_mode: str = "random") -> list[RawFile
     return raw
 
 
+def parse_pooling(items: list[str]) -> dict[str, str]:
+    pooling = {}
+    for item in items:
+        name, sep, how = item.partition("=")
+        if not sep:
+            raise DataError(f"--pooling {item}: expected FIELD=mean or FIELD=sum")
+        pooling[name] = how
+    return pooling
+
+
 def parse_caps(option: str, items: list[str]) -> dict[str, int]:
     caps = {}
     for item in items:
@@ -103,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         fmt = FORMATS[args.format](args)
+        split = args.split or fmt.default_split
         try:
             ratios = tuple(float(x) for x in args.ratios.split(","))
         except ValueError as e:
@@ -113,7 +144,9 @@ def main(argv: list[str] | None = None) -> None:
             min_count=args.min_count,
             max_features=parse_caps("--max-features", args.max_features),
             max_vocab=parse_caps("--max-vocab", args.max_vocab),
-            split=args.split,
+            max_len=parse_caps("--max-len", args.max_len),
+            pooling=parse_pooling(args.pooling),
+            split=split,
             ratios=ratios,
             seed=args.seed,
             skip_bad_rows=args.skip_bad_rows,
@@ -122,9 +155,8 @@ def main(argv: list[str] | None = None) -> None:
             rows_per_file=args.rows_per_file,
             progress=not args.no_progress,
         )
-        result = prepare(
-            fmt, parse_raw(args.raw, fmt, args.split), args.out, opts, force=args.force
-        )
+        raw = parse_raw(args.raw, fmt, split)
+        result = prepare(fmt, raw, args.out, opts, force=args.force)
     except DataError as e:
         sys.exit(f"error: {e}")
     extra = result.schema.extra

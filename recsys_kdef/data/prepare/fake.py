@@ -215,12 +215,167 @@ def fake_frappe(out: Path, rows: int, seed: int) -> list[Path]:
     return paths
 
 
+def joined(flat: np.ndarray, lengths: np.ndarray) -> pa.Array:
+    """Per row, its `lengths[i]` ids of `flat` (in order) joined by '^', as the releases write."""
+    ends = np.cumsum(lengths)
+    tokens = flat.astype(str)
+    return pa.array(["^".join(tokens[e - n : e]) for e, n in zip(ends, lengths)], pa.string())
+
+
+def histories(rng, n: int, mean_len: float, lengths: tuple[int, int], pick) -> tuple:
+    """(flat ids, lengths) of n behaviour sequences, oldest first: lengths geometric around
+    `mean_len` within [lo, hi], ids drawn by `pick(row of each id)`."""
+    lo, hi = lengths
+    size = np.clip(rng.geometric(1 / mean_len, n) - 1, lo, hi)
+    return pick(np.repeat(np.arange(n), size)), size
+
+
+def release_files(out: Path, rows: int, table: Callable[[int, int], pa.Table]) -> list[Path]:
+    """train.csv and test.csv (an eighth of the rows) of a FuxiCTR release, with a header;
+    `table(n, salt)` makes n rows."""
+    paths = [out / "train.csv", out / "test.csv"]
+    for part, (path, n) in enumerate(zip(paths, (rows - rows // 8, max(rows // 8, 1)))):
+        for i, m in enumerate(_chunks(n)):
+            _write(path, table(m, 1000 * part + i), ",", header=i == 0, append=i > 0)
+    return paths
+
+
+def ids_of(groups: np.ndarray, universe: int) -> Callable:
+    """`pick(rng, group)`: a random id of [1, universe] whose group (groups[id]) is `group`."""
+    members = [np.flatnonzero(groups == g) for g in range(int(groups.max()) + 1)]
+
+    def pick(rng: np.random.Generator, group: np.ndarray) -> np.ndarray:
+        sizes = np.array([len(members[g]) for g in group])
+        at = (rng.random(len(group)) * np.maximum(sizes, 1)).astype(np.int64)
+        return np.array([members[g][a] if len(members[g]) else 1 for g, a in zip(group, at)])
+
+    return pick
+
+
+def fake_amazonelectronics(out: Path, rows: int, seed: int) -> list[Path]:
+    """AmazonElectronics_x1: label, user_id, item_id, cate_id, item_history, cate_history.
+    Each user likes one category: 70 % of the history is of it, and a clicked target too."""
+    items, cates, users = 5000, 60, max(rows // 8, 50)
+    cate_of = (uniform(3, seed, np.arange(items + 1)) * cates).astype(np.int64) + 1
+    cate_of[0] = 0
+    liked = ids_of(cate_of, items)
+
+    def table(n: int, salt: int) -> pa.Table:
+        rng = np.random.default_rng([seed, salt])
+        user = rng.integers(1, users + 1, n)
+        taste = (uniform(5, seed, user) * cates).astype(np.int64) + 1
+
+        def pick(row: np.ndarray) -> np.ndarray:
+            own = rng.random(len(row)) < 0.7
+            return np.where(own, liked(rng, taste[row]), zipf(rng, len(row), items))
+
+        flat, lengths = histories(rng, n, 30, (1, 160), pick)  # some past the 100 kept
+        label = rng.integers(0, 2, n)
+        target = np.where(label == 1, liked(rng, taste), zipf(rng, n, items))
+        return pa.table(
+            {
+                "label": pa.array(label),
+                "user_id": pa.array(user),
+                "item_id": pa.array(target),
+                "cate_id": pa.array(cate_of[target]),
+                "item_history": joined(flat, lengths),
+                "cate_history": joined(cate_of[flat], lengths),
+            }
+        )
+
+    return release_files(out, rows, table)
+
+
+def fake_taobaoad(out: Path, rows: int, seed: int) -> list[Path]:
+    """TaobaoAd_x1: clk, btag_his, cate_his, brand_his (up to 50, some empty), the user's
+    profile, the ad's cate_id / campaign_id / customer / brand, price, pid, btag (always 1,
+    as in the release). A click is likelier when the ad's category is in the user's history."""
+    users, ads, cates, brands = max(rows // 10, 50), 3000, 200, 800
+    profile = {
+        "cms_segid": 97, "cms_group_id": 13, "final_gender_code": 2, "age_level": 7,
+        "pvalue_level": 4, "shopping_level": 3, "occupation": 2, "new_user_class_level": 5,
+    }  # fmt: skip
+    ad_cate = (uniform(11, seed, np.arange(ads + 1)) * cates).astype(np.int64) + 1
+
+    def table(n: int, salt: int) -> pa.Table:
+        rng = np.random.default_rng([seed, salt])
+        user = rng.integers(1, users + 1, n)
+        taste = (uniform(13, seed, user) * cates).astype(np.int64) + 1
+        ad = zipf(rng, n, ads)
+        cate, his_len = histories(rng, n, 20, (0, 50), lambda row: np.where(
+            rng.random(len(row)) < 0.6, taste[row], rng.integers(1, cates + 1, len(row))
+        ))  # fmt: skip
+        owner = np.repeat(np.arange(n), his_len)
+        seen = np.bincount(owner[cate == ad_cate[ad][owner]], minlength=n) > 0
+        logit = -3.2 + 2.0 * seen + weight(ad, 1, 0.6)
+        cols = {
+            "clk": pa.array(click(rng, logit)),
+            "btag_his": joined(rng.choice([1, 1, 1, 2, 3, 4], len(cate)), his_len),
+            "cate_his": joined(cate, his_len),
+            "brand_his": joined((cate * 7 + rng.integers(0, 3, len(cate))) % brands + 1, his_len),
+            "userid": pa.array(user),
+        }
+        for j, (name, size) in enumerate(profile.items()):
+            cols[name] = pa.array((uniform(17 + j, seed, user) * size).astype(np.int64))
+        cols |= {
+            "adgroup_id": pa.array(ad),
+            "cate_id": pa.array(ad_cate[ad]),
+            "campaign_id": pa.array(ad // 3 + 1),
+            "customer": pa.array(ad // 5 + 1),
+            "brand": pa.array((ad_cate[ad] * 7) % brands + 1),
+            "price": pa.array(np.round(np.exp(uniform(19, seed, ad) * 8), 2)),
+            "pid": pa.array(rng.choice(["430548_1007", "430539_1007"], n)),
+            "btag": pa.array(np.ones(n, np.int64)),
+        }
+        return pa.table(cols)
+
+    return release_files(out, rows, table)
+
+
+def fake_kuaivideo(out: Path, rows: int, seed: int) -> list[Path]:
+    """KuaiVideo_x1: timestamp, user_id, item_id, is_click, is_like, is_follow, pos_items,
+    neg_items (up to 100 each). Items fall in 20 topics; a user clicks their topic's items more,
+    and their pos_items lean to it."""
+    users, items, topics = max(rows // 20, 50), 20000, 20
+    topic_of = (uniform(23, seed, np.arange(items + 1)) * topics).astype(np.int64)
+    of_topic = ids_of(topic_of, items)
+
+    def table(n: int, salt: int) -> pa.Table:
+        rng = np.random.default_rng([seed, salt])
+        user = rng.integers(0, users, n)
+        taste = (uniform(29, seed, user) * topics).astype(np.int64)
+        item = zipf(rng, n, items, 0.9)
+        logit = -1.0 + 2.0 * (topic_of[item] == taste) + weight(item, 2, 0.5)
+        is_click = click(rng, logit)
+        pos, pos_len = histories(rng, n, 40, (0, 100), lambda row: np.where(
+            rng.random(len(row)) < 0.6, of_topic(rng, taste[row]), zipf(rng, len(row), items)
+        ))  # fmt: skip
+        neg, neg_len = histories(rng, n, 40, (0, 100), lambda row: zipf(rng, len(row), items))
+        return pa.table(
+            {
+                "timestamp": pa.array(np.sort(rng.integers(0, 10**9, n)) + salt * 10**9),
+                "user_id": pa.array(user),
+                "item_id": pa.array(item),
+                "is_click": pa.array(is_click),
+                "is_like": pa.array(is_click * (rng.random(n) < 0.1)),
+                "is_follow": pa.array(is_click * (rng.random(n) < 0.02)),
+                "pos_items": joined(pos, pos_len),
+                "neg_items": joined(neg, neg_len),
+            }
+        )
+
+    return release_files(out, rows, table)
+
+
 FAKES: dict[str, Callable[[Path, int, int], list[Path]]] = {
     "criteo": fake_criteo,
     "avazu": fake_avazu,
     "kdd12": fake_kdd12,
     "movielens": fake_movielens,
     "frappe": fake_frappe,
+    "amazonelectronics": fake_amazonelectronics,
+    "taobaoad": fake_taobaoad,
+    "kuaivideo": fake_kuaivideo,
 }
 
 

@@ -26,8 +26,9 @@ from tqdm import tqdm
 
 from recsys_kdef.data.prefetch import prefetch
 from recsys_kdef.data.prepare.finite import DenseGuard, NonFinitePolicy
-from recsys_kdef.data.prepare.formats import Features, Format
+from recsys_kdef.data.prepare.formats import Features, FieldSpec, Format
 from recsys_kdef.data.prepare.hashing import uniform
+from recsys_kdef.data.prepare.lists import LIST_KINDS, cap_lists, list_caps, with_list_options
 from recsys_kdef.data.prepare.text import BadRows
 from recsys_kdef.data.prepare.vocab import HashedIds, TokenCounter, Vocabulary
 from recsys_kdef.data.schema import SPLITS, DataError, DenseField, Schema, SparseField
@@ -47,8 +48,14 @@ class PrepareOptions:
     """Per field (or '*' for all): keep the most frequent tokens, at most this many ids in all."""
     max_vocab: dict[str, int] = field(default_factory=dict)
     """Per field (or '*' for all): hash tokens into a table of this many ids (no vocabulary)."""
+    max_len: dict[str, int] = field(default_factory=dict)
+    """Per list field (or '*' for all): keep each row's last N ids (see prepare/lists.py)."""
+    pooling: dict[str, str] = field(default_factory=dict)
+    """Per list field (or '*' for all): 'mean' (the default) or 'sum' (see prepare/lists.py)."""
     split: Literal["random", "files", "order"] = "random"
-    """random: each raw row by a seeded hash; files: given per split; order: by position."""
+    """random: each raw row by a seeded hash; files: given per split (with no valid file, valid
+    rows are drawn from the train files by the seeded hash, ratios[1] : ratios[0] of them);
+    order: by position."""
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 2024
     skip_bad_rows: bool = False
@@ -107,7 +114,7 @@ def prepare(
     fingerprint = _fingerprint(fmt, raw, opts)
     if _keep_existing(out, fingerprint, force):
         return PrepareResult(Schema.load(out), {}, 0, kept=True)
-    specs = fmt.fields()
+    specs = with_list_options(fmt.fields(), opts.max_len, opts.pooling)
     sparse = [f for f in specs if f.is_sparse]
     _check_caps(opts, sparse)
     min_count = fmt.default_min_count if opts.min_count is None else opts.min_count
@@ -116,13 +123,24 @@ def prepare(
     hashed = {f.name: HashedIds(n) for f in own if (n := opts.cap(opts.max_vocab, f.name))}
 
     start = time.perf_counter()
-    counts = count_pass(fmt, raw, splitter, [f for f in own if f.name not in hashed], opts)
+    counted = [f for f in sparse if (f.sequence_of or f.name) not in hashed]
+    counts = count_pass(fmt, raw, splitter, counted, opts)
     seconds = {"pass1": time.perf_counter() - start}
     vocabs: dict[str, Vocabulary | HashedIds] = {
-        name: Vocabulary.fit(counter.counts(), min_count, opts.cap(opts.max_features, name))
-        for name, counter in counts.counters.items()
+        f.name: Vocabulary.fit(
+            counts.counters[f.name].counts(), min_count, opts.cap(opts.max_features, f.name)
+        )
+        for f in own
+        if f.name not in hashed
     }
     vocabs.update(hashed)
+    added = {}  # FuxiCTR's share_embedding: a sequence's own tokens join its target's vocabulary
+    for f in sparse:
+        if f.kind == "sequence" and f.sequence_of not in hashed:
+            target, before = vocabs[f.sequence_of], vocabs[f.sequence_of].size
+            cap = opts.cap(opts.max_features, f.sequence_of)
+            vocabs[f.sequence_of] = target.extend(counts.counters[f.name].counts(), min_count, cap)
+            added[f.name] = vocabs[f.sequence_of].size - before
     vocabs.update({f.name: vocabs[f.sequence_of] for f in sparse if f.kind == "sequence"})
     counts.counters.clear()  # the counts can be large; the vocabularies are all we keep
     card = {
@@ -136,12 +154,7 @@ def prepare(
         "filtered_rows": counts.filtered,
         "bad_rows": {"count": counts.bad.count, "examples": counts.bad.examples},
         "nonfinite_dense": counts.dense.card(),
-        "fields": {
-            f.name: {"sequence_of": f.sequence_of, "max_len": f.max_len}
-            if f.kind == "sequence"
-            else vocabs[f.name].card()
-            for f in sparse
-        },
+        "fields": {f.name: _field_card(f, vocabs[f.name], added.get(f.name)) for f in sparse},
         "min_count": min_count,
         "version": _version(),
         "card_version": CARD_VERSION,
@@ -154,7 +167,7 @@ def prepare(
                 f.kind in ("multi", "sequence"),
                 f.pooling,
                 sequence_of=f.sequence_of,
-                max_len=f.max_len,
+                max_len=f.max_len if f.kind == "sequence" else 0,  # a multi field: cut here
             )
             for f in sparse
         ),
@@ -171,7 +184,7 @@ def prepare(
     start = time.perf_counter()
     tmp = _fresh_tmp(out)  # hidden until complete, then renamed into place
     try:
-        write_pass(fmt, raw, splitter, schema, vocabs, counts, tmp, opts)
+        write_pass(fmt, raw, splitter, schema, vocabs, counts, tmp, opts, list_caps(specs))
         (tmp / "vocab").mkdir()
         for f in own:  # a sequence's mapping is its target's
             if (table := vocabs[f.name].to_table()) is not None:
@@ -214,7 +227,8 @@ def count_pass(fmt: Format, raw: list[RawFile], splitter: Splitter, counted, opt
         train = pa.array(split == 0)
         for f in counted:
             tokens = feats.sparse[f.name].filter(train)
-            counts.counters[f.name].add(pc.list_flatten(tokens) if f.kind == "multi" else tokens)
+            flat = pc.list_flatten(tokens) if f.kind in LIST_KINDS else tokens
+            counts.counters[f.name].add(flat)
         for s, name in enumerate(SPLITS):
             counts.rows[name] += int((split == s).sum())
             counts.positives[name] += int(feats.labels[split == s].sum())
@@ -236,8 +250,12 @@ def count_pass(fmt: Format, raw: list[RawFile], splitter: Splitter, counted, opt
     return counts
 
 
-def write_pass(fmt, raw, splitter, schema: Schema, vocabs, counts: Counts, tmp: Path, opts) -> None:
-    """Pass 2: encode every row and append it to its split's Parquet files under `tmp`."""
+def write_pass(
+    fmt, raw, splitter, schema: Schema, vocabs, counts: Counts, tmp: Path, opts, caps=None
+) -> None:
+    """Pass 2: encode every row (list fields cut to `caps`, {field: max_len}) and append it to
+    its split's Parquet files under `tmp`. Pass 1 counted the tokens before the cut, as
+    FuxiCTR fits its vocabularies on the whole lists."""
     writers = {
         name: SplitWriter(
             tmp / name, schema.arrow_schema(), _row_group(opts, counts.rows[name]), opts
@@ -248,7 +266,7 @@ def write_pass(fmt, raw, splitter, schema: Schema, vocabs, counts: Counts, tmp: 
     dense = DenseGuard(opts.nonfinite_dense)  # pass 1 vetted the rows and the values
     for index, feats in _stream(fmt, raw, BadRows(skip=True), opts, dense):
         split = splitter(index, feats.lines)
-        table = encode(feats, schema, vocabs)
+        table = encode(cap_lists(feats, caps or {}), schema, vocabs)
         for s, name in enumerate(SPLITS):
             writers[name].write(table.filter(pa.array(split == s)))
         bar.update(feats.raw_rows)
@@ -274,6 +292,9 @@ def encode(feats: Features, schema: Schema, vocabs: dict[str, Vocabulary | Hashe
             arrays.append(pa.array(vocab.encode(tokens)))
     arrays += [pa.array(feats.dense[f.name], pa.float32()) for f in schema.dense]
     arrays.append(pa.array(feats.labels.astype(np.float32)))
+    if schema.group is not None and schema.group not in schema.sparse_names:
+        assert feats.groups is not None, f"the format gives no '{schema.group}' (group) column"
+        arrays.append(pa.array(feats.groups, pa.int64()))  # the raw key, not a feature
     return pa.Table.from_arrays(arrays, schema=schema.arrow_schema())
 
 
@@ -285,6 +306,8 @@ class Splitter:
         self.seed = opts.seed
         self.cuts = np.cumsum(opts.ratios)[:2]
         self.files = raw
+        self.valid_from_train = not any(r.split == "valid" for r in raw)
+        self.valid_share = opts.ratios[1] / max(opts.ratios[0] + opts.ratios[1], 1e-12)
         if self.mode == "order":  # a byte scan to count lines: positions need the total
             sizes = [fmt.count_rows(r.path) for r in raw]
             self.offsets = np.concatenate([[0], np.cumsum(sizes)])
@@ -293,7 +316,11 @@ class Splitter:
 
     def __call__(self, file_index: int, lines: np.ndarray) -> np.ndarray:
         if self.mode == "files":
-            return np.full(len(lines), SPLITS.index(self.files[file_index].split), np.int8)
+            name = self.files[file_index].split
+            split = np.full(len(lines), SPLITS.index(name), np.int8)
+            if self.valid_from_train and name == "train":
+                split[uniform(self.seed, file_index, lines) < self.valid_share] = 1
+            return split
         if self.mode == "order":
             position = self.offsets[file_index] + lines - 1 - self.header
             u = position / self.total
@@ -386,6 +413,19 @@ def _keep_existing(out: Path, fingerprint: dict, force: bool) -> bool:
     return False
 
 
+def _field_card(f: FieldSpec, vocab: Vocabulary | HashedIds, added: int | None) -> dict:
+    """A sparse field in the dataset card: its vocabulary (a sequence: its target and the ids
+    its tokens added to the target's), and for a list field its pooling and length cap."""
+    card = (
+        {"sequence_of": f.sequence_of, "added_tokens": added or 0}
+        if f.kind == "sequence"
+        else vocab.card()
+    )
+    if f.kind in LIST_KINDS:
+        card.update(pooling=f.pooling, max_len=f.max_len)
+    return card
+
+
 def _check_caps(opts: PrepareOptions, sparse: list) -> None:
     names = {f.name for f in sparse if f.kind != "sequence"}  # a sequence has its target's ids
     for option, caps in (("--max-features", opts.max_features), ("--max-vocab", opts.max_vocab)):
@@ -412,10 +452,11 @@ def _check_raw(raw: list[RawFile], opts: PrepareOptions) -> list[RawFile]:
             )
     if opts.split == "files":
         given = {r.split for r in raw}
-        if given != set(SPLITS):
+        if not {"train", "test"} <= given or not given <= set(SPLITS):
             raise DataError(
                 "--split files needs raw files for train, valid and test, as --raw train=PATH "
-                f"--raw valid=PATH --raw test=PATH; got splits {sorted(map(str, given))}"
+                "--raw valid=PATH --raw test=PATH (without valid files, valid rows are drawn "
+                f"from the train files); got splits {sorted(map(str, given))}"
             )
     elif any(r.split is not None for r in raw):
         raise DataError("'split=PATH' raw files need --split files")
@@ -432,6 +473,9 @@ def _fingerprint(fmt: Format, raw: list[RawFile], opts: PrepareOptions) -> dict:
     options.pop("progress")
     if options["nonfinite_dense"] == "error":  # the default: datasets of before stay valid
         options.pop("nonfinite_dense")
+    for key in ("max_len", "pooling"):  # absent unless given: datasets of before stay valid
+        if not options[key]:
+            del options[key]
     options["ratios"] = list(options["ratios"])
     options["format"] = fmt.options()
     side = [RawFile(p, "side") for p in fmt.side_files([r.path for r in raw]) if p.is_file()]

@@ -90,6 +90,29 @@ class Vocabulary:
             oov_occurrences=total - kept_total,
         )
 
+    def extend(
+        self, counts: pa.Table, min_count: int, max_features: int | None = None
+    ) -> Vocabulary:
+        """This vocabulary and, after its tokens, those of `counts` (a sequence that shares
+        it) seen at least `min_count` times that it lacks, most frequent first (ties by token),
+        up to `max_features` ids in all: FuxiCTR's merge_vocab for share_embedding."""
+        new = counts.filter(pc.greater_equal(counts["count"], min_count))
+        tokens = new["token"].cast(self.tokens.type) if len(new) else pa.array([], self.tokens.type)
+        new = pa.table({"token": tokens, "count": new["count"]})
+        new = new.filter(pc.invert(pc.is_in(new["token"], value_set=self.tokens)))
+        new = new.take(
+            pc.sort_indices(new, sort_keys=[("count", "descending"), ("token", "ascending")])
+        )
+        if max_features is not None:
+            new = new.slice(0, max(max_features - self.size, 0))
+        return Vocabulary(
+            tokens=pa.concat_arrays([self.tokens, new["token"].combine_chunks()]),
+            counts=np.concatenate([self.counts, new["count"].to_numpy()]),
+            seen=self.seen,
+            train_occurrences=self.train_occurrences,
+            oov_occurrences=self.oov_occurrences,
+        )
+
     @property
     def oov_id(self) -> int:
         return len(self.tokens) + 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from recsys_kdef.data.prepare.formats.avazu import Avazu
 from recsys_kdef.data.prepare.formats.base import Features, FieldSpec, Format
 from recsys_kdef.data.prepare.formats.criteo import Criteo
+from recsys_kdef.data.prepare.formats.fuxictr import AmazonElectronics, KuaiVideo, TaobaoAd
 from recsys_kdef.data.prepare.formats.kdd12 import KDD12
 from recsys_kdef.data.prepare.formats.libfm import Frappe, LibFM
 from recsys_kdef.data.prepare.formats.movielens import MovieLens, MovieLens100K
@@ -22,6 +23,9 @@ FORMATS: dict[str, type[Format]] = {
         LibFM,
         Tabular,
         TabularParquet,
+        AmazonElectronics,
+        TaobaoAd,
+        KuaiVideo,
     )
 }
 

@@ -22,11 +22,11 @@ class FieldSpec:
 
     name: str
     kind: str = "sparse"  # sparse | multi | sequence | dense
-    pooling: str = "mean"  # for multi-valued fields and sequences
+    pooling: str = "mean"  # for multi-valued fields and sequences (prepare/lists.py)
     sequence_of: str | None = None
     """sequence: the target field whose vocabulary (and table) the ids share; no counts of its own."""
     max_len: int = 0
-    """sequence: the positions kept (the format writes at most these, the latest)."""
+    """multi or sequence: ids kept per row, the last ones (0: all; a sequence needs >= 1)."""
 
     @property
     def is_sparse(self) -> bool:
@@ -43,6 +43,7 @@ class Features:
     lines:  (N,) the raw line (or row) each row came from; the random split hashes it
     filtered: raw rows the task leaves out on purpose (e.g. MovieLens ratings of 3)
     source_rows: the raw rows these rows came from, if not one each (KDD12's views)
+    groups: (N,) int64 gAUC keys, when the group column is not a sparse field (FuxiCTR's meta)
     """
 
     sparse: dict[str, pa.Array]
@@ -51,6 +52,7 @@ class Features:
     lines: np.ndarray
     filtered: int = 0
     source_rows: int | None = None  # raw rows behind these rows, if not one each (KDD12 views)
+    groups: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -72,6 +74,7 @@ class Format:
     file_patterns: tuple[str, ...] = ("*",)
     """Names (globs; a .gz / .bz2 / .zst / .lz4 suffix aside) of this format's files: a --raw
     directory means those of its files, never a README or other files beside them."""
+    default_split: str = "random"  # --split when not given
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

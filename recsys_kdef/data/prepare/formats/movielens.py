@@ -4,7 +4,10 @@ ratings.dat (UserID::MovieID::Rating::Timestamp) is streamed; users.dat
 (UserID::Gender::Age::Occupation::Zip-code) and movies.dat (MovieID::Title::Genres, Latin-1)
 beside it are small and read whole. Ratings of 3 are left out (counted in the card), the
 label is Rating > 3. Fields: UserID, Gender, Age, Occupation, MovieID, Release (the year in
-the title), Genres (multi-valued, '|'-separated, sum-pooled as the authors' MaskedSumPooling).
+the title), Genres (multi-valued, '|'-separated, mean-pooled: the KDEF authors' ML_1M config
+names `encoder: MaskedSumPooling`, a key FuxiCTR does not read, so their logged feature map
+shows the default `layers.MaskedAveragePooling()`; `--pooling Genres=sum` sums, `--max-len
+Genres=5` keeps 5 as their `max_len: 5` does, the last 5 here).
 
 `--history N` adds MovieHistory, a behaviour sequence for DIN (schema `sequence_of: MovieID`):
 the last N movies the same user rated > 3 strictly before this rating's timestamp, oldest
@@ -59,7 +62,7 @@ class MovieLens(Format):
 
     def fields(self) -> list[FieldSpec]:
         names = ["UserID", "Gender", "Age", "Occupation", "MovieID", "Release"]
-        fields = [FieldSpec(n) for n in names] + [FieldSpec("Genres", "multi", "sum")]
+        fields = [FieldSpec(n) for n in names] + [FieldSpec("Genres", "multi")]
         if self.history:
             fields.append(FieldSpec("MovieHistory", "sequence", "mean", "MovieID", self.history))
         return fields
@@ -131,11 +134,30 @@ GENRES_100K = (
 
 
 class MovieLens100K(MovieLens):
+    """ML-100K as the ML-1M task. u.user gives ages in years, ML-1M's users.dat age groups:
+    `--age groups` (the default) maps a year to its group's code, as ML-1M's README defines them
+    (1: under 18, 18: 18-24, 25: 25-34, 35: 35-44, 45: 45-49, 50: 50-55, 56: 56+), so the
+    Age field means the same in both; `--age years` keeps the year itself (61 values)."""
+
     name = "movielens100k"
     description = "MovieLens-100K u.data + u.user + u.item (GroupLens' ml-100k layout)"
     layout = TextLayout(delimiter="\t", columns=RATINGS, types={c: pa.int64() for c in RATINGS})
 
     ratings_file, side_names = "u.data", ("u.user", "u.item")
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument(
+            "--age",
+            choices=["groups", "years"],
+            default="groups",
+            help="Age as ML-1M's age-group codes (default) or the raw years of u.user",
+        )
+
+    def options(self) -> dict:
+        age = getattr(self.args, "age", "groups")  # absent unless changed: datasets stay valid
+        return super().options() | ({"age": age} if age != "groups" else {})
 
     def read_side_files(self, folder: Path) -> tuple[Lookup, Lookup]:
         """u.user and u.item: ages become ML-1M's codes, the 19 genre flags a Genres list."""
@@ -146,7 +168,10 @@ class MovieLens100K(MovieLens):
             "|",
             width=5 + len(GENRES_100K),
         )
-        ages = [str(_age_code(int(a))) if a.isdigit() else "" for a in users[1]]
+        raw_years = getattr(self.args, "age", "groups") == "years"
+        ages = [
+            (a if raw_years else str(_age_code(int(a)))) if a.isdigit() else "" for a in users[1]
+        ]
         years = [(m := YEAR.search(title)) and m.group(1) or "" for title in movies[1]]
         genres = [[g for g, f in zip(GENRES_100K, row) if f == "1"] for row in zip(*movies[5:])]
         return (
