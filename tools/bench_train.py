@@ -22,6 +22,7 @@ batching saves), and the KDEF authors' PNN + FINAL + ECN.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -45,6 +46,7 @@ from recsys_kdef.distributed import (
     quiet_library_warnings,
     shard_model,
 )
+from recsys_kdef.step_counts import OpCounter, ids_looked_up
 from recsys_kdef.train import build_train_module
 from recsys_kdef.trainer import Trainer
 
@@ -86,8 +88,11 @@ def criteo_schema(vocab_scale: float) -> Schema:
     return Schema(sparse=tuple(fields), dense=(), label="label")
 
 
-def make_batches(schema: Schema, batch_size: int, count: int, seed: int = 0) -> list[Batch]:
-    """`count` random batches, ids Zipf-like (a = 1.1) per field."""
+def make_batches(
+    schema: Schema, batch_size: int, count: int, seed: int = 0, pin: bool = False
+) -> list[Batch]:
+    """`count` random batches, ids Zipf-like (a = 1.1) per field; in pinned memory if `pin`
+    (as the reader gives them on CUDA), so host-to-device copies are asynchronous."""
     rng = np.random.default_rng(seed)
     batches = []
     for _ in range(count):
@@ -102,7 +107,8 @@ def make_batches(schema: Schema, batch_size: int, count: int, seed: int = 0) -> 
             labels=(rng.random(batch_size) < 0.25).astype(np.float32),
             groups=None,
         )
-        batches.append(cols.to_batch(schema.sparse_names))
+        batch = cols.to_batch(schema.sparse_names)
+        batches.append(batch.pin_memory() if pin else batch)
     return batches
 
 
@@ -159,20 +165,28 @@ def bench_one(
     )
     torch.manual_seed(0)
     module, _ = build_train_module(cfg, schema)  # as train.py builds it (train.compile too)
+    batches = make_batches(schema, args.batch_size, 4, pin=ctx.device.type == "cuda")
+    ids = ids_looked_up(module, batches[0].sparse)  # before sharding: the tables as configured
     dmp, plan = shard_model(module, ctx, cfg.planner, cfg.train, args.batch_size)
     # the training loop's own steps: plain or pipelined, thread settings, non-finite watch
     trainer = Trainer(dmp, build_optimizer(dmp, plan, cfg.train), ctx, cfg.train)
-    batches = make_batches(schema, args.batch_size, 4)
     warmup = max(args.warmup, 1)  # the first step's time is not an interval
     total = warmup + args.steps
     stream = (batches[i % len(batches)] for i in range(total))
     sync = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
     done, faults = [], []  # time at which each step's result came back, page faults by then
-    for stepped in trainer.train_steps(stream):
+    steps = trainer.train_steps(stream)
+    for i in range(total):
+        # the last warm-up step is counted (op by op, so it is slower), outside the timed ones
+        with OpCounter() if i == warmup - 1 else contextlib.nullcontext() as counter:
+            stepped = next(steps)
+        if counter is not None:
+            counts = counter.counts
         float(stepped.components["loss"])  # what a log line reads; waits for the step
         sync()
         done.append(time.perf_counter())
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+    next(steps, None)  # the generator's end
     trainer.nonfinite.check()
     trainer.runner.detach()
     times = np.diff(done)[warmup - 1 :]  # step s took done[s] - done[s - 1]
@@ -194,6 +208,12 @@ def bench_one(
         # pages the kernel had to map in (and zero) per step: large blocks malloc gave back
         "page_faults_per_step": (faults[-1] - faults[warmup - 1]) / args.steps,
         "local_parameters": params,
+        # device-independent counts of one step (forward, backward, optimizer)
+        "ids_per_step": ids,
+        "ops_per_step": counts.total,
+        "kernels_per_step": counts.kernels,
+        "bytes_written_nonmatmul": counts.bytes_written_nonmatmul,
+        "top_ops": dict(counts.ops.most_common(12)),
     }
 
 
@@ -356,6 +376,7 @@ def main() -> None:
         f"{'batch':>7}"
         f"{'ms/step':>10}"
         f"{'samples/s':>13}{'x K=min':>9}{'faults':>8}{'GFLOP':>8}{'emb MB':>8}{'roofline ms':>13}"
+        f"{'ids/step':>10}{'ops/step':>9}{'MB written':>11}"
     )
     print("\n" + header)
     for r in results:
@@ -365,6 +386,7 @@ def main() -> None:
             f"{r['ms_per_step']:>10.1f}{r['samples_per_sec']:>13,.0f}{r['step_over_k1']:>9.2f}"
             f"{r['page_faults_per_step']:>8.0f}"
             f"{r['gflops']:>8.1f}{r['embedding_mb']:>8.1f}{r['roofline_ms']:>13.1f}"
+            f"{r['ids_per_step']:>10,}{r['ops_per_step']:>9}{r['bytes_written_nonmatmul'] / 1e6:>11.1f}"
         )
     print(f"roofline: assumed peaks (FLOP/s, bytes/s) {PEAKS[results[0]['device']]}")
     scaling = fit_scaling(results)
