@@ -8,8 +8,12 @@ import torch
 from multiprocess import run_multiprocess
 from test_distributed import assert_local_state_matches, setup
 
-from recsys_kdef.checkpoint import load_full_model_state, load_full_state_dict, load_into
-from recsys_kdef.checkpoint import save_checkpoint
+from recsys_kdef.checkpoint import (
+    load_full_model_state,
+    load_full_state_dict,
+    load_into,
+    save_checkpoint,
+)
 from recsys_kdef.distributed import build_optimizer
 from recsys_kdef.models.ensemble import build_model
 from recsys_kdef.models.table_layout import stack_state_dict
