@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fbgemm_gpu.split_table_batched_embeddings_ops_common import BoundsCheckMode
 from multiprocess import run_multiprocess
 from test_distributed import assert_local_state_matches, setup
 
@@ -67,7 +68,15 @@ def _check_stacked(ctx, path, tmp, optimizer, sharding):
     _, _, _, fresh, _ = _sharded(ctx, path, "stacked", optimizer, sharding)
     load_into(saved["stacked"], fresh)
     assert_local_state_matches(fresh, after["stacked"])
-    return moved, sorted(kinds)
+    # ids are checked where they are read (tests/data/test_reader.py): the kernels do not
+    checks = {
+        m.bounds_check_mode_int
+        for sharded in stacked.modules()
+        for lookup in getattr(sharded, "_lookups", [])  # a plain list: not in .modules()
+        for m in lookup.modules()
+        if hasattr(m, "bounds_check_mode_int")
+    }
+    return moved, sorted(kinds), sorted(checks)
 
 
 @pytest.mark.slow
@@ -86,7 +95,8 @@ def test_stacked_tables_shard_train_and_load_as_separate_ones(
         optimizer=optimizer,
         sharding=sharding,
     )
-    for moved, kinds in results:
+    for moved, kinds, checks in results:
+        assert checks == ([] if optimizer == "adam" else [BoundsCheckMode.NONE.value])
         assert moved > 0  # the steps moved the stacked tables
         allowed = {"data_parallel"} if optimizer == "adam" else {"table_wise", "column_wise"}
         assert set(kinds) <= allowed, kinds
