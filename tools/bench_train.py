@@ -330,7 +330,7 @@ def fit_scaling(results: list[dict]) -> list[dict]:
         )
         fits.append(
             dict(
-                zip(("embedding_mode", "pipeline", "compile"), key),
+                zip(("embedding_mode", "table_layout", "pipeline", "compile"), key),
                 fixed_ms=float(fixed),
                 per_student_ms=float(per_student),
                 fixed_over_per_student=float(fixed / per_student),
@@ -465,7 +465,7 @@ def main() -> None:
     scaling = fit_scaling(results)
     for s in scaling:
         print(
-            f"scaling {s['embedding_mode']} pipeline={s['pipeline']} compile={s['compile']}: "
+            f"scaling {s['embedding_mode']} {s['table_layout']} pipeline={s['pipeline']} compile={s['compile']}: "
             f"step = {s['fixed_ms']:.0f} ms + K x {s['per_student_ms']:.0f} ms "
             f"(the part that does not grow with K is {s['fixed_over_per_student']:.2f}x a student's)"
         )
