@@ -28,6 +28,7 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from recsys_kdef.config import ConfigError, PlannerConfig, TrainConfig
 from recsys_kdef.data.stats import FieldStats
+from recsys_kdef.plan.device import sized_for_device
 from recsys_kdef.plan.planning import (
     PlanTarget,
     build_planner,
@@ -196,6 +197,7 @@ def shard_model(
     DMP materialises each rank's shards.
     """
     planner_cfg = dense_tables_if_needed(planner_cfg, train_cfg, ctx.device)
+    planner_cfg = sized_for_device(planner_cfg, ctx.device, ctx.world_size)
     attach_sparse_optimizer(module, train_cfg, ctx.device)
     if planner_cfg.plan_file:
         summary = PlanSummary.load(planner_cfg.plan_file)
@@ -315,7 +317,10 @@ def build_optimizer(
     optimizers = [
         (
             "dense",
-            KeyedOptimizerWrapper(dense, lambda params: torch.optim.Adam(params, lr=cfg.dense_lr)),
+            # fused: one multi-tensor kernel for all dense parameters, not ~12 ops per tensor
+            KeyedOptimizerWrapper(
+                dense, lambda params: torch.optim.Adam(params, lr=cfg.dense_lr, fused=True)
+            ),
         ),
         ("sparse", dmp.fused_optimizer),
     ]

@@ -22,16 +22,19 @@ batching saves), and the KDEF authors' PNN + FINAL + ECN.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
 import platform
 import resource
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+from naive_reference import NaiveEnsemble, NaiveStep  # noqa: E402  (tools/, beside this file)
 
 from recsys_kdef.config import load_config
 from recsys_kdef.data.batch import Batch
@@ -45,6 +48,7 @@ from recsys_kdef.distributed import (
     quiet_library_warnings,
     shard_model,
 )
+from recsys_kdef.step_counts import OpCounter, OpCounts, ids_looked_up
 from recsys_kdef.train import build_train_module
 from recsys_kdef.trainer import Trainer
 
@@ -86,8 +90,11 @@ def criteo_schema(vocab_scale: float) -> Schema:
     return Schema(sparse=tuple(fields), dense=(), label="label")
 
 
-def make_batches(schema: Schema, batch_size: int, count: int, seed: int = 0) -> list[Batch]:
-    """`count` random batches, ids Zipf-like (a = 1.1) per field."""
+def make_batches(
+    schema: Schema, batch_size: int, count: int, seed: int = 0, pin: bool = False
+) -> list[Batch]:
+    """`count` random batches, ids Zipf-like (a = 1.1) per field; in pinned memory if `pin`
+    (as the reader gives them on CUDA), so host-to-device copies are asynchronous."""
     rng = np.random.default_rng(seed)
     batches = []
     for _ in range(count):
@@ -102,7 +109,8 @@ def make_batches(schema: Schema, batch_size: int, count: int, seed: int = 0) -> 
             labels=(rng.random(batch_size) < 0.25).astype(np.float32),
             groups=None,
         )
-        batches.append(cols.to_batch(schema.sparse_names))
+        batch = cols.to_batch(schema.sparse_names)
+        batches.append(batch.pin_memory() if pin else batch)
     return batches
 
 
@@ -131,6 +139,7 @@ def bench_one(
     compiled: bool,
     args,
     mix: str | None,
+    layout: str = "auto",
 ) -> dict:
     students = ["--model.students", mixes(args.hidden)[mix]] if mix else []
     cfg = load_config(
@@ -140,6 +149,8 @@ def bench_one(
             *students,
             "--model.embedding_mode",
             mode,
+            "--model.table_layout",
+            layout,
             "--model.embedding_dim",
             "16",
             "--model.tower.hidden_units",
@@ -159,23 +170,18 @@ def bench_one(
     )
     torch.manual_seed(0)
     module, _ = build_train_module(cfg, schema)  # as train.py builds it (train.compile too)
+    batches = make_batches(schema, args.batch_size, 4, pin=ctx.device.type == "cuda")
+    ids = ids_looked_up(module, batches[0].sparse)  # before sharding: the tables as configured
     dmp, plan = shard_model(module, ctx, cfg.planner, cfg.train, args.batch_size)
     # the training loop's own steps: plain or pipelined, thread settings, non-finite watch
     trainer = Trainer(dmp, build_optimizer(dmp, plan, cfg.train), ctx, cfg.train)
-    batches = make_batches(schema, args.batch_size, 4)
     warmup = max(args.warmup, 1)  # the first step's time is not an interval
     total = warmup + args.steps
     stream = (batches[i % len(batches)] for i in range(total))
-    sync = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
-    done, faults = [], []  # time at which each step's result came back, page faults by then
-    for stepped in trainer.train_steps(stream):
-        float(stepped.components["loss"])  # what a log line reads; waits for the step
-        sync()
-        done.append(time.perf_counter())
-        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+    losses = (stepped.components["loss"] for stepped in trainer.train_steps(stream))
+    times, counts, faults = time_steps(losses, total, warmup, ctx.device)
     trainer.nonfinite.check()
     trainer.runner.detach()
-    times = np.diff(done)[warmup - 1 :]  # step s took done[s] - done[s - 1]
     ms = 1000 * float(np.median(times))
     params = sum(p.numel() for p in dmp.parameters() if p.device.type != "meta")
     return {
@@ -183,6 +189,7 @@ def bench_one(
         "students": cfg.model.num_students,
         "ensemble": mix or f"{cfg.model.num_students} mlp",
         "embedding_mode": mode,
+        "table_layout": cfg.model.table_layout if mode == "per_model" else "shared",
         "pipeline": pipeline,
         "compile": compiled,
         "batch_size": args.batch_size,
@@ -192,8 +199,72 @@ def bench_one(
         "steps": args.steps,
         "step_ms": [1000 * float(t) for t in times],
         # pages the kernel had to map in (and zero) per step: large blocks malloc gave back
-        "page_faults_per_step": (faults[-1] - faults[warmup - 1]) / args.steps,
+        "page_faults_per_step": faults / args.steps,
         "local_parameters": params,
+        # device-independent counts of one step (forward, backward, optimizer)
+        "ids_per_step": ids,
+        "ops_per_step": counts.total,
+        "kernels_per_step": counts.kernels,
+        "bytes_written_nonmatmul": counts.bytes_written_nonmatmul,
+        "top_ops": dict(counts.ops.most_common(12)),
+    }
+
+
+def time_steps(
+    losses: Iterator[torch.Tensor], total: int, warmup: int, device: torch.device
+) -> tuple[np.ndarray, OpCounts, int]:
+    """Run `total` steps (each yields its loss): the times of those after `warmup`, the op
+    counts of the last warm-up step, and the page faults over the timed steps."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    done, faults = [], []  # time at which each step's result came back, page faults by then
+    counts = OpCounts()
+    for i in range(total):
+        # the last warm-up step is counted (op by op, so it is slower), outside the timed ones
+        with OpCounter() if i == warmup - 1 else contextlib.nullcontext() as counter:
+            loss = next(losses)
+        if counter is not None:
+            counts = counter.counts
+        float(loss)  # what a log line reads; waits for the step
+        sync()
+        done.append(time.perf_counter())
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+    next(losses, None)  # the generator's end
+    times = np.diff(done)[warmup - 1 :]  # step s took done[s] - done[s - 1]
+    return times, counts, faults[-1] - faults[warmup - 1]
+
+
+def bench_naive(ctx: DistContext, schema: Schema, k: int, args) -> dict:
+    """The reference row: the KDEF authors' computation (tools/naive_reference.py)."""
+    torch.manual_seed(0)
+    model = NaiveEnsemble(schema, k, 16, args.hidden)
+    step = NaiveStep(model, ctx.device)
+    batches = make_batches(schema, args.batch_size, 4, pin=ctx.device.type == "cuda")
+    warmup = max(args.warmup, 1)
+    total = warmup + args.steps
+    losses = (step(batches[i % len(batches)]) for i in range(total))
+    times, counts, faults = time_steps(losses, total, warmup, ctx.device)
+    ms = 1000 * float(np.median(times))
+    return {
+        "device": ctx.device.type,
+        "students": k,
+        "ensemble": f"{k} naive",
+        "embedding_mode": "shared",
+        "table_layout": "naive",
+        "pipeline": False,
+        "compile": False,
+        "batch_size": args.batch_size,
+        "tables": len(schema.sparse),
+        "ms_per_step": ms,
+        "samples_per_sec": args.batch_size / (ms / 1000),
+        "steps": args.steps,
+        "step_ms": [1000 * float(t) for t in times],
+        "page_faults_per_step": faults / args.steps,
+        "local_parameters": sum(p.numel() for p in model.parameters()),
+        "ids_per_step": int(batches[0].sparse.values().numel()),
+        "ops_per_step": counts.total,
+        "kernels_per_step": counts.kernels,
+        "bytes_written_nonmatmul": counts.bytes_written_nonmatmul,
+        "top_ops": dict(counts.ops.most_common(12)),
     }
 
 
@@ -202,7 +273,7 @@ CHOICES = {"off": [False], "on": [True], "both": [False, True]}
 
 def setting(r: dict) -> tuple:
     """A row's loop setting: rows of one setting are compared across K."""
-    return r["embedding_mode"], r["pipeline"], r["compile"]
+    return r["embedding_mode"], r.get("table_layout", ""), r["pipeline"], r["compile"]
 
 
 def cpuinfo() -> str:
@@ -259,7 +330,7 @@ def fit_scaling(results: list[dict]) -> list[dict]:
         )
         fits.append(
             dict(
-                zip(("embedding_mode", "pipeline", "compile"), key),
+                zip(("embedding_mode", "table_layout", "pipeline", "compile"), key),
                 fixed_ms=float(fixed),
                 per_student_ms=float(per_student),
                 fixed_over_per_student=float(fixed / per_student),
@@ -309,6 +380,19 @@ def main() -> None:
         default=[],
         help="heterogeneous ensembles to time too: names of mixes() or 'all'",
     )
+    parser.add_argument(
+        "--layouts",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "separate", "stacked"],
+        help="model.table_layout of the per_model rows (auto: from the sparse optimizer)",
+    )
+    parser.add_argument(
+        "--naive",
+        action="store_true",
+        help="also time the KDEF authors' computation (shared nn.Embedding, students in a "
+        "Python loop, dense Adam) at each K, in the same run",
+    )
     parser.add_argument("--out", default="bench/bench_train.json")
     args, args.overrides = parser.parse_known_args()  # the rest: config overrides
     if args.device == "cpu":
@@ -327,20 +411,29 @@ def main() -> None:
         print("warning: the machine is busy; CPU timings (and their K ratios) are unreliable")
     results = []
     try:
-        for mode in args.modes:
+        settings = [
+            (m, lay) for m in args.modes for lay in (args.layouts if m == "per_model" else ["auto"])
+        ]
+        for mode, layout in settings:
             for pipeline, compiled in itertools.product(
                 CHOICES[args.pipeline], CHOICES[args.compile]
             ):
                 names = list(mixes(args.hidden)) if args.mixes == ["all"] else args.mixes
                 for k, mix in [*((k, None) for k in args.students), *((0, m) for m in names)]:
-                    r = bench_one(ctx, schema, k, mode, pipeline, compiled, args, mix)
+                    r = bench_one(ctx, schema, k, mode, pipeline, compiled, args, mix, layout)
                     results.append(r)
                     print(
-                        f"{r['device']:>5} {r['ensemble']:<18} {mode:<10} pipeline={pipeline!s:<5} "
+                        f"{r['device']:>5} {r['ensemble']:<18} {mode:<10} {r['table_layout']:<9} pipeline={pipeline!s:<5} "
                         f"compile={compiled!s:<5} {r['ms_per_step']:9.1f} ms/step "
                         f"{r['samples_per_sec']:12,.0f} samples/s",
                         flush=True,
                     )
+        for k in args.students if args.naive else []:
+            r = bench_naive(ctx, schema, k, args)
+            results.append(r)
+            print(
+                f"{r['device']:>5} {r['ensemble']:<18} {r['ms_per_step']:9.1f} ms/step", flush=True
+            )
     finally:
         destroy_distributed()
 
@@ -352,25 +445,27 @@ def main() -> None:
         else:
             r.update(gflops=float("nan"), embedding_mb=float("nan"), roofline_ms=float("nan"))
     header = (
-        f"{'device':<7}{'ensemble':<19}{'K':>3}  {'embeddings':<11}{'pipeline':<9}{'compile':<8}{'tables':>7}"
+        f"{'device':<7}{'ensemble':<19}{'K':>3}  {'embeddings':<11}{'layout':<9}{'pipeline':<9}{'compile':<8}{'tables':>7}"
         f"{'batch':>7}"
         f"{'ms/step':>10}"
         f"{'samples/s':>13}{'x K=min':>9}{'faults':>8}{'GFLOP':>8}{'emb MB':>8}{'roofline ms':>13}"
+        f"{'ids/step':>10}{'ops/step':>9}{'MB written':>11}"
     )
     print("\n" + header)
     for r in results:
         print(
-            f"{r['device']:<7}{r['ensemble']:<19}{r['students']:>3}  {r['embedding_mode']:<11}"
+            f"{r['device']:<7}{r['ensemble']:<19}{r['students']:>3}  {r['embedding_mode']:<11}{r['table_layout']:<9}"
             f"{'on' if r['pipeline'] else 'off':<9}{'on' if r['compile'] else 'off':<8}{r['tables']:>7}{r['batch_size']:>7}"
             f"{r['ms_per_step']:>10.1f}{r['samples_per_sec']:>13,.0f}{r['step_over_k1']:>9.2f}"
             f"{r['page_faults_per_step']:>8.0f}"
             f"{r['gflops']:>8.1f}{r['embedding_mb']:>8.1f}{r['roofline_ms']:>13.1f}"
+            f"{r['ids_per_step']:>10,}{r['ops_per_step']:>9}{r['bytes_written_nonmatmul'] / 1e6:>11.1f}"
         )
     print(f"roofline: assumed peaks (FLOP/s, bytes/s) {PEAKS[results[0]['device']]}")
     scaling = fit_scaling(results)
     for s in scaling:
         print(
-            f"scaling {s['embedding_mode']} pipeline={s['pipeline']} compile={s['compile']}: "
+            f"scaling {s['embedding_mode']} {s['table_layout']} pipeline={s['pipeline']} compile={s['compile']}: "
             f"step = {s['fixed_ms']:.0f} ms + K x {s['per_student_ms']:.0f} ms "
             f"(the part that does not grow with K is {s['fixed_over_per_student']:.2f}x a student's)"
         )

@@ -11,6 +11,9 @@ from typing import Any, Literal
 
 Activation = Literal["relu", "gelu", "silu", "tanh", "sigmoid", "leaky_relu"]
 SparseOptimizer = Literal["rowwise_adagrad", "adagrad", "adam", "sgd"]
+# sparse optimizers whose state is per element: a stacked table (model.table_layout) trains as
+# the K separate tables would
+ELEMENTWISE_SPARSE_OPTIMIZERS = ("sgd", "adam", "adagrad")
 ShardingType = Literal[
     "table_wise", "column_wise", "table_column_wise", "row_wise", "table_row_wise", "data_parallel"
 ]
@@ -199,6 +202,11 @@ class ModelConfig:
     embedding_dim: int = 16
     embedding_mode: Literal["per_model", "shared"] = "per_model"
     """per_model: each student owns its tables (K x F in one collection); shared: F tables for all."""
+    table_layout: Literal["auto", "separate", "stacked"] = "auto"
+    """per_model tables: separate (K x F tables, a field's ids looked up K times) or stacked (one
+    table per field of width sum of the students' dims, looked up once, cut per student after
+    pooling; the same training with SGD, Adam or exact Adagrad, but rowwise Adagrad's per-row
+    state is shared by the students). auto: stacked, except separate with rowwise_adagrad."""
     embedding_init_range: float = 0.01
     """Embedding rows start uniform in [-r, r]."""
     tower: TowerConfig = field(default_factory=TowerConfig)
@@ -498,6 +506,9 @@ class ExperimentConfig:
     planner: PlannerConfig = field(default_factory=PlannerConfig)
 
     def __post_init__(self) -> None:
+        if self.model.table_layout == "auto":  # rowwise Adagrad's row state would be shared
+            elementwise = self.train.sparse_optimizer in ELEMENTWISE_SPARSE_OPTIMIZERS
+            self.model.table_layout = "stacked" if elementwise else "separate"
         _check(
             self.objective.name != "cetnet" or self.model.fusion.name != "none",
             "objective.name = cetnet needs a fused prediction: set model.fusion.name "

@@ -16,8 +16,9 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from recsys_kdef.config import ModelConfig
 from recsys_kdef.data.schema import Schema
 from recsys_kdef.models.fusion import HiddenFusion
-from recsys_kdef.models.sparse import SequenceCut, SparseArch, build_embedding_tables
+from recsys_kdef.models.sparse import SequenceCut, SparseArch
 from recsys_kdef.models.students import StudentTowers, build_student_towers, student_groups
+from recsys_kdef.models.table_layout import GroupSplit, build_tables
 
 
 @dataclass
@@ -71,7 +72,7 @@ class EnsembleModel(nn.Module):
         self,
         sparse_arch: SparseArch,
         towers: StudentTowers,
-        group_slices: list[tuple[int, int, int, int]],
+        split: GroupSplit,
         fusion: nn.Module | None = None,
         cut: SequenceCut | None = None,
     ) -> None:
@@ -80,15 +81,11 @@ class EnsembleModel(nn.Module):
         self.towers = towers
         self.fusion = fusion
         self.cut = cut
-        self._slices = group_slices  # per group: (first column, n_in, Nf, D)
+        self.split = split
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> EnsembleOutput:
         emb = self.sparse_arch(sparse)  # (B, T)
-        batch = emb.shape[0]
-        per_group = [
-            emb[:, start : start + n * f * d].view(batch, n, f, d).transpose(0, 1)
-            for start, n, f, d in self._slices
-        ]  # each (n_in, B, Nf, D): the features of the students' tables
+        per_group = self.split(emb)  # each (n_in, B, Nf, D): the features of the students' tables
         sequences = None
         if self.cut is not None and self.cut.num_sequences:
             mask = self.cut.mask(sparse)  # (B, S, L)
@@ -108,21 +105,20 @@ def build_model(
     """The ensemble for `schema`; tables go on `device` (default `meta`: the planner places them)."""
     groups = student_groups(cfg)
     dims = [g.embedding_dim for g in groups for _ in range(g.count)]
-    tables = build_embedding_tables(schema, dims, cfg.embedding_mode, cfg.embedding_init_range)
+    # model.table_layout auto is resolved with the sparse optimizer (ExperimentConfig); a
+    # ModelConfig on its own keeps the separate tables
+    layout = "separate" if cfg.table_layout == "auto" else cfg.table_layout
+    tables = build_tables(schema, dims, cfg.embedding_mode, layout, cfg.embedding_init_range)
     ebc = EmbeddingBagCollection(tables=tables, device=device or torch.device("meta"))
     cut = SequenceCut(schema)
-    num_fields = cut.num_features  # per student: the features of its tables
-    slices, start = [], 0
-    for g in groups:
-        if cfg.embedding_mode == "per_model":
-            slices.append((start, g.count, num_fields, g.embedding_dim))
-            start += g.count * num_fields * g.embedding_dim
-        else:
-            slices.append((0, 1, num_fields, g.embedding_dim))
+    # per student: the features of its tables (cut.num_features)
+    split = GroupSplit(
+        [(g.count, g.embedding_dim) for g in groups], cut.num_features, cfg.embedding_mode, layout
+    )
     towers = build_student_towers(cfg, schema)
     fusion = None
     if cfg.fusion.name != "none":
         fusion = HiddenFusion.named(
             cfg.fusion.name, cfg.num_students, towers.output_dim, cfg.fusion.stop_gradient
         )
-    return EnsembleModel(SparseArch(ebc), towers, slices, fusion, cut if schema.sequences else None)
+    return EnsembleModel(SparseArch(ebc), towers, split, fusion, cut if schema.sequences else None)
