@@ -138,6 +138,10 @@ class TowerConfig:
     """The shorthand's one architecture; other architectures are listed in model.students."""
     hidden_units: list[int] = field(default_factory=lambda: [400, 400, 400])
     batch_norm: bool = True
+    batch_norm_debias: bool = True
+    """Running statistics as a cumulative mean over the first 1 / momentum batches, then the
+    usual moving average (false: nn.BatchNorm1d's, which starts from mean 0, variance 1 and
+    miscalibrates eval for the first ~100 steps when activations have a small variance)."""
     dropout: float = 0.1
     activation: Activation = "relu"
 
