@@ -4,7 +4,8 @@ sharded checkpoints and exact resume.
 FuxiCTR's rules: after each validation without a gain in the monitored AUC, every learning
 rate (dense and sparse) is multiplied by `lr_decay_factor` (down to `min_lr`); after
 `early_stop_patience` such validations training stops, and the best weights are restored
-(from the `best` checkpoint). A checkpoint holds the position in the stream (epoch, batches
+(from the `best` checkpoint). PlateauRule adds `early_stop_min_delta`, a warm-up of
+validations that never count, and the AUC guard of the AUC - logloss monitor. A checkpoint holds the position in the stream (epoch, batches
 done), the loop's state and every rank's RNG, so a resumed run continues the same stream.
 """
 
@@ -44,6 +45,29 @@ from recsys_kdef.pipeline import BatchRunner
 from recsys_kdef.table_decay import decay_tables, trainable_table_names
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PlateauRule:
+    """Whether a validation is a gain (new best weights), no gain (LR decay, patience counts),
+    or neither: inside the warm-up, or, with `auc_guard`, a fall of the monitored value while
+    the head's AUC still rises (a calibration dip of AUC - logloss is not a plateau)."""
+
+    min_delta: float = 0.0
+    warmup: int = 0
+    auc_guard: bool = False
+    best_auc: float = float("-inf")
+
+    def judge(self, index: int, monitor: float, auc: float | None, best: float | None) -> str:
+        """`gain`, `no_gain` or `neutral` for the `index`-th validation (1-based)."""
+        auc_rose = auc is not None and auc > self.best_auc + self.min_delta
+        if auc is not None:
+            self.best_auc = max(self.best_auc, auc)
+        if best is None or monitor > best + self.min_delta:
+            return "gain"
+        if index <= self.warmup or (self.auc_guard and auc_rose):
+            return "neutral"
+        return "no_gain"
 
 
 @dataclass
@@ -163,6 +187,11 @@ class Trainer:
         """Written into every checkpoint's meta.json (config, schema, model prefix)."""
         self.checkpoints = Path(cfg.output_dir) / ckpt.CHECKPOINTS
         self._bad_validations = 0
+        self.plateau = PlateauRule(
+            min_delta=cfg.early_stop_min_delta,
+            warmup=cfg.early_stop_warmup,
+            auc_guard=cfg.early_stop_auc_guard and cfg.monitor_metric == "auc_minus_logloss",
+        )
         self._position = (0, 0)  # (epoch, batches of it done) after the last step
         decoupled = cfg.embedding_l2 > 0 and cfg.embedding_l2_mode == "decoupled"
         self._decayed_tables = trainable_table_names(module) if decoupled else set()
@@ -323,7 +352,7 @@ class Trainer:
         rate = window.samples_per_sec(self.ctx.world_size)
         average_norm_statistics(self.module)  # one model on every rank, as checkpoints store it
         evaluation = evaluate(self.module, valid, self.ctx, runner=self.runner)
-        monitor = self._monitor_value(evaluation)
+        monitor, auc = self._monitor_value(evaluation)
         point = Validation(
             epoch=epoch,
             step=step,
@@ -339,10 +368,13 @@ class Trainer:
         _log_validation(point, self.ctx)
         for observe in self.observers:
             observe(point)
-        if result.best is None or monitor > result.best.monitor_value:
+        verdict = self.plateau.judge(
+            len(result.history), monitor, auc, result.best and result.best.monitor_value
+        )
+        stop = False
+        if verdict == "gain":
             result.best = point
             self._bad_validations = 0
-            stop = False
             ckpt.save_checkpoint(
                 self.checkpoints / ckpt.BEST,
                 self.module,
@@ -354,7 +386,7 @@ class Trainer:
                     "step": step,
                 },
             )
-        else:
+        elif verdict == "no_gain":
             self._bad_validations += 1
             decay_on_plateau(self.optimizer.param_groups, self.cfg.lr_decay_factor, self.cfg.min_lr)
             stop = self._bad_validations >= self.cfg.early_stop_patience
@@ -374,6 +406,7 @@ class Trainer:
             "finished": result.stopped_early or last_epoch_done,
             "stopped_early": result.stopped_early,
             "bad_validations": self._bad_validations,
+            "best_auc": self.plateau.best_auc,
             "skipped_batches": result.skipped_batches,
             "history": [asdict(v) for v in result.history],
             "best_index": result.history.index(result.best) if result.best else None,
@@ -406,27 +439,31 @@ class Trainer:
         result.stopped_early = state["stopped_early"]
         result.skipped_batches = state["skipped_batches"]
         self._bad_validations = state["bad_validations"]
+        self.plateau.best_auc = state.get("best_auc", float("-inf"))
         self._position = tuple(state["position"])
         window.load_state(state["window"])
         if self.ctx.is_main:
             logger.info("resumed from %s (step %d)", directory, result.steps)
         return {**state, "position": tuple(state["position"])}
 
-    def _monitor_value(self, evaluation: EvalResult) -> float:
+    def _monitor_value(self, evaluation: EvalResult) -> tuple[float, float | None]:
         """The monitored value, higher is better, identical on every rank (rank 0's value):
         a head's validation AUC (minus its logloss, per monitor_metric), or minus the
-        validation distillation loss."""
+        validation distillation loss; and the monitored head's AUC (None for distill)."""
         metrics = evaluation.metrics
         if self.cfg.monitor == "distill":
-            value = -evaluation.losses["distill"]
-        else:
-            head = self.cfg.monitor  # ensemble, fused
-            if head == "best_student":
-                head = f"student_{best_student(metrics)}"
-            value = metrics[head]["auc"]
-            if self.cfg.monitor_metric == "auc_minus_logloss":
-                value -= metrics[head]["logloss"]
-        return float(broadcast_object(value))
+            return float(broadcast_object(-evaluation.losses["distill"])), None
+        head = self.cfg.monitor  # ensemble, fused
+        if head == "best_student":
+            head = f"student_{best_student(metrics)}"
+        auc = metrics[head]["auc"]
+        value = (
+            auc - metrics[head]["logloss"]
+            if self.cfg.monitor_metric == "auc_minus_logloss"
+            else auc
+        )
+        value, auc = broadcast_object((value, auc))
+        return float(value), float(auc)
 
     def _finish(self, result: FitResult, step: int, stopped_early: bool, bar=None) -> FitResult:
         if bar is not None:

@@ -209,8 +209,15 @@ def test_early_stopping_decays_lr_and_restores_the_best_weights(overfit_data, tm
         # the learning rate after each validation without gain is 10x lower
         # lr is logged before the decision at each validation: after a validation without gain,
         # every learning rate (dense, fused sparse) is 10x lower at the next one
-        bad = [i for i in range(1, len(aucs)) if aucs[i] <= max(aucs[:i])]
-        assert bad
+        # ... unless the ensemble's AUC still rose (the AUC guard of AUC - logloss)
+        head = [v.result.metrics["ensemble"]["auc"] for v in fit.history]
+        guarded = metric == "auc_minus_logloss"
+        bad = [
+            i
+            for i in range(1, len(aucs))
+            if aucs[i] <= max(aucs[:i]) and not (guarded and head[i] > max(head[:i]))
+        ]
+        assert bad and bad[-1] == len(aucs) - 1
         for i in bad[:-1]:
             for key, lr in fit.history[i].lr.items():
                 assert fit.history[i + 1].lr[key] == pytest.approx(lr * 0.1), key
@@ -222,6 +229,29 @@ def test_early_stopping_decays_lr_and_restores_the_best_weights(overfit_data, tm
         again = evaluate(job.module, job.readers.valid, ctx).metrics["ensemble"]
         restored = again["auc"] - (again["logloss"] if metric != "auc" else 0.0)
         assert restored == pytest.approx(fit.best.monitor_value, abs=1e-6)
+    finally:
+        destroy_distributed()
+
+
+def test_no_validation_of_the_warm_up_decays_or_stops(overfit_data, tmp_path):
+    """The same run as above (which stops early) with every epoch inside the warm-up."""
+    args = ["--data.path", str(overfit_data), "--data.batch_size", "256"]
+    args += ["--model.num_students", "2", "--model.tower.hidden_units", "[32]"]
+    args += ["--train.sparse_lr", "0.3", "--train.dense_lr", "0.01", "--train.epochs", "5"]
+    args += ["--train.early_stop_patience", "1", "--train.early_stop_warmup", "5"]
+    args += ["--train.progress_bar", "false", "--train.output_dir", str(tmp_path)]
+    cfg = load_config(args)
+    ctx = init_distributed()
+    try:
+        job = build_job(cfg, ctx)
+        fit = Trainer(job.module, job.optimizer, ctx, cfg.train).fit(
+            job.readers.train, job.readers.valid
+        )
+        assert not fit.stopped_early and len(fit.history) == 5
+        values = [v.monitor_value for v in fit.history]
+        assert any(values[i] <= max(values[:i]) for i in range(1, 5))  # it would have stopped
+        assert all(v.lr == fit.history[0].lr for v in fit.history)  # and never decayed
+        assert fit.best.monitor_value == max(values)
     finally:
         destroy_distributed()
 

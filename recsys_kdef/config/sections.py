@@ -141,6 +141,10 @@ class TowerConfig:
     """The shorthand's one architecture; other architectures are listed in model.students."""
     hidden_units: list[int] = field(default_factory=lambda: [400, 400, 400])
     batch_norm: bool = True
+    batch_norm_debias: bool = True
+    """Running statistics as a cumulative mean over the first 1 / momentum batches, then the
+    usual moving average (false: nn.BatchNorm1d's, which starts from mean 0, variance 1 and
+    miscalibrates eval for the first ~100 steps when activations have a small variance)."""
     dropout: float = 0.1
     activation: Activation = "relu"
 
@@ -340,6 +344,15 @@ class TrainConfig:
     min_lr: float = 1e-6
     early_stop_patience: int = 2
     """Stop after this many validations without AUC gain; the best weights are restored."""
+    early_stop_min_delta: float = 0.0
+    """A gain must exceed the best monitored value by more than this (0: any rise counts)."""
+    early_stop_warmup: int = 0
+    """Validations at the start that never count as without gain (no LR decay, no patience);
+    the best weights are still kept. For recipes whose first epochs are noisy."""
+    early_stop_auc_guard: bool = True
+    """With monitor_metric auc_minus_logloss: a validation whose head AUC is above its best so
+    far (by early_stop_min_delta) is not counted as without gain even when AUC - logloss fell,
+    so a calibration dip neither decays the LR nor stops a run whose ranking still improves."""
     seed: int = 2024
     output_dir: str = "runs/demo"
     """metrics.json (all metrics and this config) and checkpoints/ (step-*/, best/) are written here."""
@@ -425,6 +438,8 @@ class TrainConfig:
         )
         _check(0 < self.lr_decay_factor <= 1, "train.lr_decay_factor must be in (0, 1]")
         _check(self.early_stop_patience >= 1, "train.early_stop_patience must be >= 1")
+        _check(self.early_stop_min_delta >= 0, "train.early_stop_min_delta must be >= 0")
+        _check(self.early_stop_warmup >= 0, "train.early_stop_warmup must be >= 0")
         _check(self.log_every_steps >= 1, "train.log_every_steps must be >= 1")
         for name in ("divergence_loss_factor", "divergence_base_rate_factor"):
             value = getattr(self, name)

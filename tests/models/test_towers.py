@@ -32,7 +32,9 @@ def separate_mlps(batched: BatchedMLP, activation: nn.Module) -> list[nn.Sequent
 def test_batched_towers_equal_k_separate_mlps_in_train_and_eval(shared_input):
     torch.manual_seed(0)
     K, B, D = 3, 32, 10
-    batched = BatchedMLP(K, D, [8, 6], batch_norm=True, dropout=0.0, activation="relu").double()
+    batched = BatchedMLP(
+        K, D, [8, 6], batch_norm=True, dropout=0.0, activation="relu", batch_norm_debias=False
+    ).double()
     with torch.no_grad():  # non-trivial affine parameters
         for norm in batched.norms:
             norm.weight.uniform_(0.5, 1.5)
@@ -75,7 +77,7 @@ def test_inference_forward_equals_eval_forward_with_any_activation(batch_norm):
 
 def test_student_batch_norm_running_stats_match_batchnorm1d():
     torch.manual_seed(1)
-    sbn = StudentBatchNorm(2, 4).double()
+    sbn = StudentBatchNorm(2, 4, debias=False).double()
     refs = [nn.BatchNorm1d(4).double() for _ in range(2)]
     for _ in range(4):
         x = torch.randn(2, 16, 4, dtype=torch.float64) * 3 + 1
@@ -85,6 +87,28 @@ def test_student_batch_norm_running_stats_match_batchnorm1d():
     for k in range(2):
         torch.testing.assert_close(sbn.running_mean[k, 0], refs[k].running_mean)
         torch.testing.assert_close(sbn.running_var[k, 0], refs[k].running_var)
+
+
+def test_debiased_running_stats_are_a_cumulative_mean_then_a_moving_average():
+    torch.manual_seed(3)
+    sbn = StudentBatchNorm(1, 3, momentum=0.25).double()
+    batches = [torch.randn(1, 8, 3, dtype=torch.float64) * 0.01 + 5 for _ in range(6)]
+    mean, var = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    for t, x in enumerate(batches, start=1):
+        sbn(x)
+        w = max(0.25, 1 / t)  # 1, 1/2, 1/3, then the momentum
+        mean = (1 - w) * mean + w * x[0].mean(0)
+        var = (1 - w) * var + w * x[0].var(0, correction=1)
+        torch.testing.assert_close(sbn.running_mean[0, 0], mean)
+        torch.testing.assert_close(sbn.running_var[0, 0], var)
+    assert int(sbn.num_batches_tracked) == 6
+    # after 3 batches the start (mean 0, var 1) is gone: eval normalises like the data
+    fresh = StudentBatchNorm(1, 3).double()
+    for x in batches[:3]:
+        fresh(x)
+    biased = torch.stack([x[0].mean(0) for x in batches[:3]]).mean(0)
+    torch.testing.assert_close(fresh.running_mean[0, 0], biased)
+    assert float(fresh.running_var.max()) < 1e-3
 
 
 def test_students_are_initialised_independently_and_gradients_stay_separate():
