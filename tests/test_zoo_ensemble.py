@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
 import torch
 from multiprocess import run_multiprocess
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -117,20 +118,59 @@ def test_mixed_kdef_ensemble_trains_sharded_and_every_student_exports(tiny_datas
     assert test["ensemble"]["auc"] > bayes - 0.05, (test["ensemble"]["auc"], bayes)
     for k in range(4):
         assert test[f"student_{k}"]["auc"] > bayes - 0.09, test[f"student_{k}"]
+    assert_every_student_exports_as_inside(out, tiny_dataset, tmp_path)
+
+
+def assert_every_student_exports_as_inside(out, dataset, tmp_path) -> None:
+    """Each student of the run's checkpoint, exported alone, scores the test split as it
+    does inside the trained ensemble."""
     ckpt = load_checkpoint(out)
     schema = Schema.from_json(ckpt["schema"])
     full = build_model(from_dict(ModelConfig, ckpt["config"]["model"], "model"), schema)
     full = full.to_empty(device=torch.device("cpu"))
     full.load_state_dict(ckpt["state_dict"])
     full.eval()
-    parquet = list_split_files(tiny_dataset, "test")[0]
+    parquet = list_split_files(dataset, "test")[0]
     batch = next(iter(ParquetBatchReader([parquet], schema, 10**6, training=False)))
     with torch.no_grad():
         inside = torch.sigmoid(full(batch.dense, batch.sparse).logits)  # (B, K)
-    for k in range(4):
+    for k in range(inside.shape[1]):
         student = Predictor.load(export_artifact(out, tmp_path / f"s{k}", str(k)))
         assert student.model.towers.num_students == 1
         torch.testing.assert_close(student.predict(batch), inside[:, k], rtol=0, atol=1e-6)
+
+
+# one of each student the FuxiCTR-derived zoo adds (MaskNet parallel, GDCN stacked as a group
+# of 2), small enough to train in seconds
+NEW_MIX = (
+    "[{arch: wukong, params: {num_wukong_layers: 2, lcb_features: 4, fmb_features: 4,"
+    " fmb_mlp_units: [16], mlp_hidden_units: [16]}},"
+    " {arch: masknet, params: {model_type: ParallelMaskNet, parallel_block_dim: 16,"
+    " dnn_hidden_units: [16]}},"
+    " {arch: edcn, params: {num_cross_layers: 2, batch_norm: true}},"
+    " {arch: gdcn, count: 2, params: {dnn_hidden_units: [16], num_cross_layers: 2}},"
+    " {arch: gdcnp, params: {dnn_hidden_units: [16], num_cross_layers: 2}},"
+    " {arch: afn, params: {dnn_hidden_units: [16], afn_hidden_units: [16]}},"
+    " {arch: eulernet, params: {shape: [8]}}]"
+)
+
+
+@pytest.mark.slow
+def test_the_new_students_train_sharded_and_each_exports_as_inside(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    run_multiprocess(
+        _train_rank,
+        world_size=2,
+        timeout=600,
+        path=str(tiny_dataset),
+        out=str(out),
+        students=NEW_MIX,
+    )
+    report = json.loads((out / "metrics.json").read_text())
+    test, bayes = report["test"], report["dataset"]["bayes_auc"]["test"]
+    print({h: round(m["auc"], 4) for h, m in test.items()}, bayes)
+    assert test["ensemble"]["auc"] > 0.6, test["ensemble"]
+    assert_every_student_exports_as_inside(out, tiny_dataset, tmp_path)
 
 
 def test_the_plan_tool_plans_a_mixed_ensemble_with_each_students_dimension(tiny_dataset):

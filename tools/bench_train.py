@@ -16,7 +16,8 @@ bound) and writes JSON; arguments it does not know are config overrides.
 
 Mixed ensembles (`--mixes`, model.students) are timed beside the identical-MLP ensembles: 4 MLPs
 + 2 DCNv2 (the MLPs one batched group), the same 4 MLPs as 4 one-student groups (what
-batching saves), and the KDEF authors' PNN + FINAL + ECN.
+batching saves), and the KDEF authors' PNN + FINAL + ECN; and single students of the zoo
+(`--students 1 --mixes zoo`, or some of them by name) beside one MLP.
 """
 
 from __future__ import annotations
@@ -130,6 +131,22 @@ def mixes(hidden: list[int]) -> dict[str, str]:
     }
 
 
+def zoo_students(hidden: list[int]) -> dict[str, str]:
+    """One student of each FuxiCTR-derived architecture, FuxiCTR's defaults with MLPs of
+    `hidden` widths: each one's step time beside the 1-MLP row."""
+    one = {
+        "wukong": f"{{mlp_hidden_units: {hidden}}}",
+        "masknet": f"{{dnn_hidden_units: {hidden}}}",
+        "masknet parallel": f"{{model_type: ParallelMaskNet, dnn_hidden_units: {hidden}}}",
+        "edcn": "{}",
+        "gdcn": f"{{dnn_hidden_units: {hidden}}}",
+        "gdcnp": f"{{dnn_hidden_units: {hidden}}}",
+        "afn": f"{{afn_hidden_units: {hidden}, dnn_hidden_units: {hidden}}}",
+        "eulernet": "{shape: [20], layer_norm: true}",
+    }
+    return {name: f"[{{arch: {name.split()[0]}, params: {p}}}]" for name, p in one.items()}
+
+
 def bench_one(
     ctx: DistContext,
     schema: Schema,
@@ -141,7 +158,8 @@ def bench_one(
     mix: str | None,
     layout: str = "auto",
 ) -> dict:
-    students = ["--model.students", mixes(args.hidden)[mix]] if mix else []
+    named = {**mixes(args.hidden), **zoo_students(args.hidden)}
+    students = ["--model.students", named[mix]] if mix else []
     cfg = load_config(
         [
             "--model.num_students",
@@ -378,7 +396,8 @@ def main() -> None:
         "--mixes",
         nargs="*",
         default=[],
-        help="heterogeneous ensembles to time too: names of mixes() or 'all'",
+        help="ensembles to time too: names of mixes() or zoo_students(), 'all' (the mixes) or "
+        "'zoo' (one student of each of zoo_students())",
     )
     parser.add_argument(
         "--layouts",
@@ -418,7 +437,8 @@ def main() -> None:
             for pipeline, compiled in itertools.product(
                 CHOICES[args.pipeline], CHOICES[args.compile]
             ):
-                names = list(mixes(args.hidden)) if args.mixes == ["all"] else args.mixes
+                sets = {"all": list(mixes(args.hidden)), "zoo": list(zoo_students(args.hidden))}
+                names = sets.get(" ".join(args.mixes), args.mixes)
                 for k, mix in [*((k, None) for k in args.students), *((0, m) for m in names)]:
                     r = bench_one(ctx, schema, k, mode, pipeline, compiled, args, mix, layout)
                     results.append(r)

@@ -35,6 +35,13 @@ ARCH_NAMES = (
     "ecn",
     "dhen",
     "din",
+    "wukong",
+    "masknet",
+    "edcn",
+    "gdcn",
+    "gdcnp",
+    "afn",
+    "eulernet",
 )
 """The keys of recsys_kdef.models.zoo.ARCHS (kept equal by a test)."""
 

@@ -44,6 +44,21 @@ SMALL: dict[str, dict] = {
         "use_feature_gating": True,
     },
     "din": {"dnn_hidden_units": [8], "attention_hidden_units": [6], "batch_norm": True},
+    "wukong": {
+        "num_wukong_layers": 2,
+        "lcb_features": 3,
+        "fmb_features": 2,
+        "fmb_mlp_units": [8],
+        "fmp_rank_k": 2,
+        "mlp_hidden_units": [8],
+        "net_dropout": 0.1,
+    },
+    "masknet": {"dnn_hidden_units": [8, 6], "reduction_ratio": 0.5, "net_dropout": 0.1},
+    "edcn": {"num_cross_layers": 2, "bridge_type": "attention_pooling", "batch_norm": True},
+    "gdcn": {"dnn_hidden_units": [8], "num_cross_layers": 2, "batch_norm": True},
+    "gdcnp": {"dnn_hidden_units": [8], "num_cross_layers": 2, "batch_norm": True},
+    "afn": {"dnn_hidden_units": [8], "afn_hidden_units": [6], "logarithmic_neurons": 3},
+    "eulernet": {"shape": [3], "layer_norm": True, "net_ex_dropout": 0.1},
 }
 INPUTS = StudentInputs(num_sparse=4, num_dense=2, embedding_dim=5)
 
@@ -104,7 +119,7 @@ def test_a_misspelt_hyperparameter_is_an_error_naming_it(arch):
 
 
 # every architecture whose small version has batch norm (mlp's is tested in test_towers.py)
-WITH_BATCH_NORM = sorted(a for a in SMALL if a not in ("mlp", "dhen"))
+WITH_BATCH_NORM = sorted(a for a in SMALL if a not in ("mlp", "dhen", "masknet", "eulernet"))
 
 
 @pytest.mark.parametrize("arch", WITH_BATCH_NORM)

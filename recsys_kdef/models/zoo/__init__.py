@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from recsys_kdef.config.loading import from_dict
+from recsys_kdef.models.zoo.afn import AFN, AFNParams
 from recsys_kdef.models.zoo.autoint import AutoInt, AutoIntParams
 from recsys_kdef.models.zoo.base import StackedStudents, StudentInputs
 from recsys_kdef.models.zoo.dcn import DCN, DCNParams
@@ -23,11 +24,16 @@ from recsys_kdef.models.zoo.deepfm import DeepFM, DeepFMParams
 from recsys_kdef.models.zoo.dhen import DHEN, DHENParams
 from recsys_kdef.models.zoo.din import DIN, DINParams
 from recsys_kdef.models.zoo.ecn import ECN, ECNParams
+from recsys_kdef.models.zoo.edcn import EDCN, EDCNParams
+from recsys_kdef.models.zoo.eulernet import EulerNet, EulerNetParams
 from recsys_kdef.models.zoo.final import Final, FinalParams
 from recsys_kdef.models.zoo.finalmlp import FinalMLP, FinalMLPParams
+from recsys_kdef.models.zoo.gdcn import GDCN, GDCNP, GDCNParams
+from recsys_kdef.models.zoo.masknet import MaskNet, MaskNetParams
 from recsys_kdef.models.zoo.mlp import MLPParams, build_mlp
 from recsys_kdef.models.zoo.pnn import PNN, PNNParams
 from recsys_kdef.models.zoo.wide_deep import WideDeep, WideDeepParams
+from recsys_kdef.models.zoo.wukong import Wukong, WukongParams
 from recsys_kdef.models.zoo.xdeepfm import XDeepFM, XDeepFMParams
 
 
@@ -59,6 +65,13 @@ ARCHS: dict[str, Arch] = {
     "final": Arch("FINAL, Zhu et al., SIGIR 2023", FinalParams, stacked(Final)),
     "finalmlp": Arch("FinalMLP, Mao et al., AAAI 2023", FinalMLPParams, stacked(FinalMLP)),
     "din": Arch("DIN, Zhou et al., KDD 2018", DINParams, stacked(DIN)),
+    "wukong": Arch("Wukong, Zhang et al., ICML 2024", WukongParams, stacked(Wukong)),
+    "masknet": Arch("MaskNet, Wang et al., DLP-KDD 2021", MaskNetParams, stacked(MaskNet)),
+    "edcn": Arch("EDCN, Chen et al., DLP-KDD 2021", EDCNParams, stacked(EDCN)),
+    "gdcn": Arch("GDCN (stacked), Wang et al., CIKM 2023", GDCNParams, stacked(GDCN)),
+    "gdcnp": Arch("GDCN (parallel), Wang et al., CIKM 2023", GDCNParams, stacked(GDCNP)),
+    "afn": Arch("AFN+, Cheng et al., AAAI 2020", AFNParams, stacked(AFN)),
+    "eulernet": Arch("EulerNet, Tian et al., SIGIR 2023", EulerNetParams, stacked(EulerNet)),
 }
 
 
