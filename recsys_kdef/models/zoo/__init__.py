@@ -21,10 +21,12 @@ from recsys_kdef.models.zoo.dcn import DCN, DCNParams
 from recsys_kdef.models.zoo.dcnv2 import DCNv2, DCNv2Params
 from recsys_kdef.models.zoo.deepfm import DeepFM, DeepFMParams
 from recsys_kdef.models.zoo.dhen import DHEN, DHENParams
+from recsys_kdef.models.zoo.dien import DIEN, DIENParams
 from recsys_kdef.models.zoo.din import DIN, DINParams
 from recsys_kdef.models.zoo.ecn import ECN, ECNParams
 from recsys_kdef.models.zoo.final import Final, FinalParams
 from recsys_kdef.models.zoo.finalmlp import FinalMLP, FinalMLPParams
+from recsys_kdef.models.zoo.interformer import InterFormer, InterFormerParams
 from recsys_kdef.models.zoo.mlp import MLPParams, build_mlp
 from recsys_kdef.models.zoo.pnn import PNN, PNNParams
 from recsys_kdef.models.zoo.wide_deep import WideDeep, WideDeepParams
@@ -59,6 +61,10 @@ ARCHS: dict[str, Arch] = {
     "final": Arch("FINAL, Zhu et al., SIGIR 2023", FinalParams, stacked(Final)),
     "finalmlp": Arch("FinalMLP, Mao et al., AAAI 2023", FinalMLPParams, stacked(FinalMLP)),
     "din": Arch("DIN, Zhou et al., KDD 2018", DINParams, stacked(DIN)),
+    "dien": Arch("DIEN, Zhou et al., AAAI 2019", DIENParams, stacked(DIEN)),
+    "interformer": Arch(
+        "InterFormer, Zeng et al., arXiv 2024", InterFormerParams, stacked(InterFormer)
+    ),
 }
 
 
