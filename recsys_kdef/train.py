@@ -61,7 +61,11 @@ def build_train_module(
     model, teacher_weights = build_training_model(cfg, schema)
     objective = build_objective(cfg.objective, model)
     module = EnsembleTrain(
-        model, objective, embedding_l2=cfg.train.embedding_l2, l2_mode=cfg.train.embedding_l2_mode
+        model,
+        objective,
+        embedding_l2=cfg.train.embedding_l2,
+        l2_mode=cfg.train.embedding_l2_mode,
+        aux_loss_weight=cfg.objective.aux_loss_weight,
     )
     if cfg.train.compile:
         module.compile_dense()

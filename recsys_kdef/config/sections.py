@@ -42,6 +42,8 @@ ARCH_NAMES = (
     "gdcnp",
     "afn",
     "eulernet",
+    "dien",
+    "interformer",
 )
 """The keys of recsys_kdef.models.zoo.ARCHS (kept equal by a test)."""
 
@@ -316,6 +318,16 @@ class ObjectiveConfig:
     kdef: KDEFConfig = field(default_factory=KDEFConfig)
     cetnet: CETNetConfig = field(default_factory=CETNetConfig)
     eckd: ECKDConfig = field(default_factory=ECKDConfig)
+    aux_loss_weight: float = 1.0
+    """Weight of the students' own auxiliary losses (DIEN's, set by its aux_loss_alpha) in the
+    loss: + aux_loss_weight * (mean over students, or the sum for cetnet, whose BCE terms sum
+    over models) of each student's auxiliary loss; 0 leaves them out."""
+
+    def __post_init__(self) -> None:
+        _check(
+            self.aux_loss_weight >= 0,
+            f"objective.aux_loss_weight must be >= 0, got {self.aux_loss_weight}",
+        )
 
 
 @dataclass(kw_only=True, slots=True)

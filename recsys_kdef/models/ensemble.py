@@ -31,6 +31,8 @@ class EnsembleOutput:
     embeddings: (B, T) every table's pooled embedding, side by side (what the batch L2 reads)
     fused_logit: (B,) the fusion module's prediction, if the model has one
     fusion_weights: (B, K) the fusion's per-sample weights of the students
+    aux_loss: (K,) each student's own auxiliary loss (DIEN's; 0 for students without one), or
+        None when no student has one; the train wrapper adds it to the objective
     """
 
     logits: torch.Tensor
@@ -38,6 +40,7 @@ class EnsembleOutput:
     embeddings: torch.Tensor | None = None
     fused_logit: torch.Tensor | None = None
     fusion_weights: torch.Tensor | None = None
+    aux_loss: torch.Tensor | None = None
 
     @property
     def teacher_logit(self) -> torch.Tensor:
@@ -92,8 +95,10 @@ class EnsembleModel(nn.Module):
             cuts = [self.cut(x, mask) for x in per_group]
             per_group = [fields for fields, _ in cuts]  # each (n_in, B, F, D)
             sequences = [(seq, mask) for _, seq in cuts]  # (n_in, B, S, L, D), (B, S, L)
-        logits, hidden = self.towers(per_group, dense, sequences)  # (K, B), (K, B, H)
-        out = EnsembleOutput(logits=logits.t(), hidden=hidden.transpose(0, 1), embeddings=emb)
+        logits, hidden, aux = self.towers(per_group, dense, sequences)  # (K, B), (K, B, H), (K,)
+        out = EnsembleOutput(
+            logits=logits.t(), hidden=hidden.transpose(0, 1), embeddings=emb, aux_loss=aux
+        )
         if self.fusion is not None:
             out.fused_logit, out.fusion_weights = self.fusion(out.logits, out.hidden)
         return out

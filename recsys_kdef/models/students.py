@@ -78,20 +78,25 @@ class StudentTowers(nn.Module):
         embeddings: list[torch.Tensor],
         dense: torch.Tensor,
         sequences: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Per group (n_in, B, F, D) fields, (B, Dd) dense and, for groups that read them
-        (`reads_sequence`), (n_in, B, S, L, D) sequences with their (B, S, L) mask."""
-        logits, hidden = [], []
+        (`reads_sequence`), (n_in, B, S, L, D) sequences with their (B, S, L) mask. Returns
+        logits (K, B), hidden (K, B, H_max) and each student's auxiliary loss (K,) (0 for those
+        without one), or None when no group has one (`has_aux_loss`)."""
+        logits, hidden, aux = [], [], []
         for i, (group, emb) in enumerate(zip(self.groups, embeddings)):
             if sequences is not None and getattr(group, "reads_sequence", False):
-                lg, h = group(emb, dense, *sequences[i])
+                lg, h, *extra = group(emb, dense, *sequences[i])
             else:
-                lg, h = group(emb, dense)  # (n, B), (n, B, H_g)
+                lg, h, *extra = group(emb, dense)  # (n, B), (n, B, H_g) [, (n,)]
             logits.append(lg)
             hidden.append(F.pad(h, (0, self.output_dim - h.shape[-1])))
+            aux.append(extra[0] if extra else lg.new_zeros(lg.shape[0]))
+        has_aux = any(getattr(g, "has_aux_loss", False) for g in self.groups)
         if len(self.groups) == 1:
-            return logits[0], hidden[0]
-        return torch.cat(logits, dim=0), torch.cat(hidden, dim=0)
+            return logits[0], hidden[0], aux[0] if has_aux else None
+        aux_loss = torch.cat(aux) if has_aux else None
+        return torch.cat(logits, dim=0), torch.cat(hidden, dim=0), aux_loss
 
 
 def build_student_towers(cfg: ModelConfig, schema: Schema) -> StudentTowers:

@@ -9,6 +9,7 @@ from recsys_kdef.data.batch import Batch
 from recsys_kdef.models.ensemble import EnsembleOutput
 from recsys_kdef.models.fusion import HiddenFusion
 from recsys_kdef.models.students import StudentTowers
+from recsys_kdef.models.teacher_student import DistillOutput
 from recsys_kdef.objectives.base import ObjectiveOutput
 
 
@@ -22,6 +23,11 @@ class EnsembleTrain(nn.Module):
     trainer decays whole tables after each step (recsys_kdef.table_decay). The L2 term lives here rather
     than in the sparse optimizer because fbgemm's CPU kernels ignore weight decay.
 
+    Students with an auxiliary loss of their own (DIEN's, `EnsembleOutput.aux_loss` (K,)) add
+    aux_loss_weight * reduce_k(aux_k) to every objective, reduced like the objective's per-student
+    BCE terms (its `student_reduction`: mean, or sum for cetnet), so a DIEN student's ratio of
+    BCE to auxiliary loss is FuxiCTR's (BCE + aux_loss_alpha * L_aux).
+
     Returns (loss, (objective_output, model_output)), the shape TorchRec's train pipelines
     expect (loss first). Objectives with parameters (e.g. a gating network) live here too,
     so they are trained and made data-parallel with the towers.
@@ -33,12 +39,14 @@ class EnsembleTrain(nn.Module):
         objective: nn.Module,
         embedding_l2: float = 0.0,
         l2_mode: str = "batch_rows",
+        aux_loss_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.model = model
         self.objective = objective
         self.embedding_l2 = embedding_l2
         self.l2_mode = l2_mode
+        self.aux_loss_weight = aux_loss_weight
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, tuple[ObjectiveOutput, EnsembleOutput]]:
         output = self.model(batch.dense, batch.sparse)
@@ -48,7 +56,21 @@ class EnsembleTrain(nn.Module):
         if penalty is not None:
             loss = loss + self.embedding_l2 * penalty
             result.components["l2"] = penalty.detach()
+        aux = self.auxiliary_loss(output)
+        if aux is not None:
+            loss = loss + self.aux_loss_weight * aux
+            result.components["aux"] = aux.detach()
         return loss, (result, output)
+
+    def auxiliary_loss(self, output: EnsembleOutput | DistillOutput) -> torch.Tensor | None:
+        """The students' auxiliary losses (K,) reduced as the objective reduces its per-student
+        terms (None: no student has one, or aux_loss_weight is 0)."""
+        student = output.student if isinstance(output, DistillOutput) else output
+        if student.aux_loss is None or self.aux_loss_weight == 0:
+            return None
+        if getattr(self.objective, "student_reduction", "mean") == "sum":
+            return student.aux_loss.sum()
+        return student.aux_loss.mean()
 
     def compile_dense(self) -> None:
         """torch.compile, in place, every student group, fusion and the objective (compiled

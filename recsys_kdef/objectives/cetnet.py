@@ -33,6 +33,8 @@ def pairwise_bernoulli_kl(logits: torch.Tensor) -> torch.Tensor:
 class CETNetObjective(nn.Module):
     """The CETNet loss; needs a model with a fusion module (model.fusion.name != none)."""
 
+    student_reduction = "sum"  # sum_m BCE(p_m): students' auxiliary losses add up alike
+
     def __init__(self, alpha: float = 0.1) -> None:
         super().__init__()
         self.alpha = alpha

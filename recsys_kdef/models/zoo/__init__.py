@@ -22,6 +22,7 @@ from recsys_kdef.models.zoo.dcn import DCN, DCNParams
 from recsys_kdef.models.zoo.dcnv2 import DCNv2, DCNv2Params
 from recsys_kdef.models.zoo.deepfm import DeepFM, DeepFMParams
 from recsys_kdef.models.zoo.dhen import DHEN, DHENParams
+from recsys_kdef.models.zoo.dien import DIEN, DIENParams
 from recsys_kdef.models.zoo.din import DIN, DINParams
 from recsys_kdef.models.zoo.ecn import ECN, ECNParams
 from recsys_kdef.models.zoo.edcn import EDCN, EDCNParams
@@ -29,6 +30,7 @@ from recsys_kdef.models.zoo.eulernet import EulerNet, EulerNetParams
 from recsys_kdef.models.zoo.final import Final, FinalParams
 from recsys_kdef.models.zoo.finalmlp import FinalMLP, FinalMLPParams
 from recsys_kdef.models.zoo.gdcn import GDCN, GDCNP, GDCNParams
+from recsys_kdef.models.zoo.interformer import InterFormer, InterFormerParams
 from recsys_kdef.models.zoo.masknet import MaskNet, MaskNetParams
 from recsys_kdef.models.zoo.mlp import MLPParams, build_mlp
 from recsys_kdef.models.zoo.pnn import PNN, PNNParams
@@ -72,6 +74,10 @@ ARCHS: dict[str, Arch] = {
     "gdcnp": Arch("GDCN (parallel), Wang et al., CIKM 2023", GDCNParams, stacked(GDCNP)),
     "afn": Arch("AFN+, Cheng et al., AAAI 2020", AFNParams, stacked(AFN)),
     "eulernet": Arch("EulerNet, Tian et al., SIGIR 2023", EulerNetParams, stacked(EulerNet)),
+    "dien": Arch("DIEN, Zhou et al., AAAI 2019", DIENParams, stacked(DIEN)),
+    "interformer": Arch(
+        "InterFormer, Zeng et al., arXiv 2024", InterFormerParams, stacked(InterFormer)
+    ),
 }
 
 

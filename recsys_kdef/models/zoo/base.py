@@ -10,6 +10,8 @@ FuxiCTR's model of the same hyperparameters directly):
 forward is one `torch.func.vmap` over the copies: (n_in, B, F, D) -> (n, B), (n, B, H).
 An architecture with `reads_sequence = True` also takes the behaviour sequences:
 forward(emb, dense, seq (B, S, L, D), mask (B, S, L)) (StackedStudents: (n_in, B, S, L, D)).
+One whose instance sets `has_aux_loss = True` returns a third value, its auxiliary loss ()
+(DIEN's), which the group returns as (n,) after the logits and hidden vectors.
 """
 
 from __future__ import annotations
@@ -166,6 +168,7 @@ class StackedStudents(nn.Module):
         self.num_students = count
         self.output_dim = copies[0].output_dim
         self.reads_sequence = getattr(copies[0], "reads_sequence", False)
+        self.has_aux_loss = getattr(copies[0], "has_aux_loss", False)
         self.stacked = nn.ParameterDict({_key(k): nn.Parameter(v) for k, v in params.items()})
         for k, v in buffers.items():
             self.register_buffer(f"buf__{_key(k)}", v)
@@ -186,7 +189,7 @@ class StackedStudents(nn.Module):
         dense: torch.Tensor,
         seq: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, ...]:
         params = {k: self.stacked[_key(k)] for k in self._param_names}
         buffers = {k: getattr(self, f"buf__{_key(k)}") for k in self._buffer_names}
         skeleton = self._skeleton[0]
@@ -202,12 +205,11 @@ class StackedStudents(nn.Module):
         if self.num_students == 1:  # no vmap for a group of one (it costs 5-50 % on CPU)
             p1 = {k: v[0] for k, v in params.items()}
             b1 = {k: v[0] for k, v in buffers.items()}  # views: statistics update in place
-            logit, hidden = one(p1, b1, emb, dense, *extra)
-            return logit.unsqueeze(0), hidden.unsqueeze(0)
-        logit, hidden = vmap(one, in_dims=(0, 0, emb_dim, None, *dims), randomness="different")(
+            return tuple(t.unsqueeze(0) for t in one(p1, b1, emb, dense, *extra))
+        out = vmap(one, in_dims=(0, 0, emb_dim, None, *dims), randomness="different")(
             params, buffers, emb, dense, *extra
         )
-        return logit, hidden  # (n, B), (n, B, H)
+        return out  # (n, B), (n, B, H) [, (n,) auxiliary losses]
 
 
 def _key(name: str) -> str:

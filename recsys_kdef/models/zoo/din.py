@@ -50,13 +50,17 @@ class DINAttention(nn.Module):
         self.output_activation = Activation(out) if out is not None else nn.Identity()
         self.use_softmax = p.din_use_softmax
 
-    def forward(self, target: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def scores(self, target: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
+        """a([e_t, e_j, e_t - e_j, e_t * e_j]) per position, unmasked: (B, D), (B, L, D) -> (B, L)."""
         batch, length, dim = seq.shape
         t = target.unsqueeze(1).expand(batch, length, dim)
         unit = torch.cat([t, seq, t - seq, t * seq], dim=-1)  # (B, L, 4D)
         w = self.output_activation(self.mlp(unit.reshape(batch * length, 4 * dim)))
+        return w.view(batch, length)
+
+    def forward(self, target: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m = mask.to(seq.dtype)
-        w = w.view(batch, length) * m  # (B, L)
+        w = self.scores(target, seq) * m  # (B, L)
         if self.use_softmax:
             w = (w - 1e9 * (1 - m)).softmax(dim=-1)
         return (w.unsqueeze(-1) * seq).sum(dim=1)  # (B, D)
