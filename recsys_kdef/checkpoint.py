@@ -11,7 +11,8 @@ A checkpoint is a directory `<output_dir>/checkpoints/step-000000123` (or `best`
 
 It is written under `.tmp-<name>` and renamed into place by rank 0 once every rank has
 finished, so a visible checkpoint is always complete; loaders also require `meta.json` and
-`.metadata`. DCP reshards on load: a checkpoint written by N ranks loads on M ranks, and
+`.metadata`, and read them without unpickling anything (safe_dcp: a checkpoint directory
+from elsewhere cannot run code). DCP reshards on load: a checkpoint written by N ranks loads on M ranks, and
 without a process group into full tensors (export, ECKD teachers).
 """
 
@@ -29,8 +30,10 @@ from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-from recsys_kdef.checkpoint_checks import CheckpointError, check_storage, check_tensors
+from recsys_kdef import safe_dcp
+from recsys_kdef.checkpoint_checks import check_storage, check_tensors
 from recsys_kdef.io import atomic_path
+from recsys_kdef.safe_dcp import CheckpointError  # raised by every loader here
 
 FORMAT = 2
 CHECKPOINTS = "checkpoints"
@@ -168,16 +171,18 @@ def load_into(directory: str | Path, module: nn.Module, optimizer: Any | None = 
         optimizer.init_state()
         state["optim"] = optimizer.state_dict()
     check_tensors(directory, check_storage(directory), state["model"])
-    _load(state, directory, checkpoint_id=str(directory))
+    _load(state, directory)
     module.load_state_dict(state["model"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optim"])
 
 
-def _load(state: dict[str, Any], directory: Path, **kwargs: Any) -> None:
-    """dcp.load, its failures (a shard damaged inside) as an error naming the checkpoint."""
+def _load(state: dict[str, Any], directory: Path, *args: Any, **kwargs: Any) -> None:
+    """safe_dcp.load, its failures (a shard damaged inside) as an error naming the checkpoint."""
     try:
-        dcp.load(state, **kwargs)
+        safe_dcp.load(state, directory, *args, **kwargs)
+    except CheckpointError:
+        raise
     except (Exception, dcp.api.CheckpointException) as e:
         shards = ", ".join(sorted(p.name for p in directory.glob("*.distcp")))
         raise CheckpointError(
@@ -201,16 +206,16 @@ def load_full_model_state(directory: str | Path, prefix: str) -> dict[str, torch
     Needs no process group: DCP assembles every tensor from all ranks' shards in this process.
     """
     directory = Path(directory)
-    reader = dcp.FileSystemReader(str(directory))
+    metadata = check_storage(directory)  # verified: safe_dcp.read_metadata
     key_prefix = f"model.{prefix}"
     template: dict[str, torch.Tensor] = {}
-    for key, item in check_storage(directory).state_dict_metadata.items():
+    for key, item in metadata.state_dict_metadata.items():
         if key.startswith(key_prefix) and isinstance(item, TensorStorageMetadata):
             template[key[len("model.") :]] = torch.empty(item.size, dtype=item.properties.dtype)
     if not template:
         raise CheckpointError(f"{directory}: no model tensors under '{prefix}'")
     state = {"model": template}
-    _load(state, directory, storage_reader=reader, no_dist=True)
+    _load(state, directory, metadata, no_dist=True)
     return {k[len(prefix) :]: v for k, v in state["model"].items()}
 
 

@@ -9,21 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
 
 SHOWN = 5  # names listed per kind of difference
 
 
-class CheckpointError(Exception):
-    """A checkpoint that is missing, incomplete or not of this project."""
+from recsys_kdef.safe_dcp import CheckpointError, read_metadata  # noqa: E402
 
 
 def check_storage(directory: Path) -> Metadata:
     """DCP's `.metadata`, once every shard file it names holds the bytes it points into."""
     try:
-        metadata = dcp.FileSystemReader(str(directory)).read_metadata()
-    except Exception as e:  # pickle / EOF errors of a damaged file
+        metadata = read_metadata(directory)  # never unpickles anything but DCP's own types
+    except CheckpointError:
+        raise
+    except Exception as e:  # EOF errors of a damaged file
         raise CheckpointError(
             f"{directory / '.metadata'}: unreadable ({type(e).__name__}: {e}); the checkpoint "
             "is damaged: resume from an older step-* checkpoint or train again"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,16 +12,27 @@ from typing import Any
 import torch
 
 
+def hidden_sibling(path: str | Path) -> Path:
+    """A new hidden name beside `path`, random so concurrent writers never collide.
+
+    Unlike tempfile's mkstemp / mkdtemp (mode 0600 / 0700), what is created under it gets the
+    mode a plain open() or mkdir() gives: the process umask decides who may read the output.
+    """
+    path = Path(path)
+    return path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path`: renamed to `path` if the block succeeds, else deleted.
 
-    Readers never see half a file, and a failure leaves nothing behind.
+    Readers never see half a file, and a failure leaves nothing behind. The file has the
+    mode open() would give it (0666 minus the umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    tmp = hidden_sibling(path)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from torchx.runner import get_runner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,7 +20,10 @@ spec.loader.exec_module(components)
 
 
 def torchx_dryrun(*args: str) -> str:
+    """`torchx run --dryrun ARGS` from the repository root (its .torchxconfig applies), with
+    no Docker daemon reachable."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
     proc = subprocess.run(
         ["torchx", "run", "--dryrun", *args], cwd=ROOT, env=env, capture_output=True, text=True
     )
@@ -111,6 +115,90 @@ def test_kubernetes_dry_run_is_a_volcano_job_per_node():
         assert container["image"] == "ghcr.io/example/recsys_kdef:latest"
         assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
         assert "recsys_kdef/train.py --config configs/demo.yaml" in container["command"][-1]
+
+
+def test_hosts_are_sized_from_the_processes_per_host():
+    (role,) = components.train(nnodes=2, nproc_per_node=8).roles
+    per_proc = (components.CPU_PER_PROC, components.MEM_GB_PER_PROC)
+    assert (role.resource.gpu, role.resource.cpu, role.resource.memMB) == (
+        8,
+        8 * per_proc[0],
+        8 * per_proc[1] * 1024,
+    )
+    (cpu_role,) = components.evaluate(checkpoint="r", data="d", nproc_per_node=2, gpu=0).roles
+    assert cpu_role.resource.gpu == 0 and cpu_role.resource.cpu == 2 * per_proc[0]
+
+
+def test_slurm_2x8_asks_8_gpus_and_scaled_cpus_and_memory_per_node():
+    out = torchx_dryrun(
+        "-s", "slurm", "launch/components.py:train", "--nnodes", "2", "--nproc_per_node", "8",
+        "--cpu_per_proc", "4", "--mem_gb_per_proc", "16",
+        "--data", "/shared/data/criteo", "--output", "/shared/runs/c1",
+    )  # fmt: skip
+    (line0, line1) = [ln for ln in out.splitlines() if ln.startswith("#SBATCH --job-name")]
+    for line in (line0, line1):  # one hetjob group per node
+        assert "--gpus-per-task=8" in line and "--cpus-per-task=32" in line, line
+        assert "--mem=131072" in line and "--time=1-00:00:00" in line, line  # .torchxconfig
+    assert "--data.path /shared/data/criteo --train.output_dir /shared/runs/c1" in out
+
+
+def k8s_job(app) -> dict:
+    request = get_runner().dryrun(app, "kubernetes", cfg={"queue": "default"}).request
+    return json.loads(json.dumps(request.resource, default=lambda o: o.to_dict()))
+
+
+def test_kubernetes_job_mounts_the_data_read_only_and_the_run_directory():
+    app = components.train(
+        nnodes=2, nproc_per_node=8, image="img", data="/data/criteo", data_volume="criteo",
+        output="/runs/c1", output_volume="/mnt/fast/runs", mounts=["type=volume", "src=x", "dst=/x"],
+    )  # fmt: skip
+    for task in k8s_job(app)["spec"]["tasks"]:
+        pod = task["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        (container,) = pod["containers"]
+        mounted = {
+            m["mount_path"]: (volumes[m["name"]], m["read_only"])
+            for m in container["volume_mounts"]
+        }
+        data, read_only = mounted["/data/criteo"]
+        assert data["persistent_volume_claim"]["claim_name"] == "criteo" and read_only
+        runs, read_only = mounted["/runs/c1"]
+        assert runs["host_path"]["path"] == "/mnt/fast/runs" and not read_only
+        assert mounted["/x"][0]["persistent_volume_claim"]["claim_name"] == "x"
+        assert "--data.path /data/criteo --train.output_dir /runs/c1" in container["command"][-1]
+
+
+def test_evaluate_mounts_the_checkpoint_and_the_data():
+    app = components.evaluate(
+        checkpoint="/runs/c1", checkpoint_volume="runs", data="/data/c", data_volume="criteo"
+    )
+    (mount_ckpt, mount_data) = app.roles[0].mounts
+    assert (mount_ckpt.src, mount_ckpt.dst_path, mount_ckpt.read_only) == (
+        "runs",
+        "/runs/c1",
+        False,
+    )
+    assert (mount_data.src, mount_data.dst_path, mount_data.read_only) == (
+        "criteo",
+        "/data/c",
+        True,
+    )
+
+
+def test_a_volume_without_its_path_is_refused():
+    with pytest.raises(ValueError, match="--data_volume needs --data"):
+        components.train(data_volume="criteo")
+
+
+def test_kubernetes_cli_dry_run_needs_no_docker():
+    """The .torchxconfig sets no workspace (so nothing is built) and the Volcano queue."""
+    out = torchx_dryrun(
+        "-s", "kubernetes", "launch/components.py:train", "--nnodes", "2", "--nproc_per_node",
+        "8", "--image", "ghcr.io/example/recsys_kdef:1", "--output", "/runs/c1",
+        "--output_volume", "runs",
+    )  # fmt: skip
+    assert "queue: default" in out and "claimName: runs" in out and "mountPath: /runs/c1" in out
+    assert "nvidia.com/gpu: '8'" in out
 
 
 def test_plan_component_runs_the_tool_in_one_cpu_process():

@@ -21,7 +21,6 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from torchmetrics.functional.classification import binary_auroc
 
 from recsys_kdef.config import SyntheticConfig, load_config
 from recsys_kdef.data.schema import DenseField, Schema, SparseField
+from recsys_kdef.io import hidden_sibling
 
 # Shares of the logit variance; the total standard deviation is LOGIT_STD.
 LOGIT_STD = 1.5
@@ -300,7 +300,8 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path, force: bool = False) -> 
     schema, signal, perms = make_truth(cfg)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = hidden_sibling(out_dir)
+    tmp.mkdir()  # mode per the umask (mkdtemp's 0700 would hide the dataset from the team)
     try:
         bayes, ctr = {}, {}
         for s, (split, n) in enumerate(split_sizes(cfg).items()):
