@@ -109,7 +109,10 @@ class StudentBatchNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_students, 1, features))
         self.register_buffer("running_mean", torch.zeros(num_students, 1, features))
         self.register_buffer("running_var", torch.ones(num_students, 1, features))
-        self.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.long))
+        # per student (K, 1, 1), so a student's slice of the state is its own (export, groups)
+        self.register_buffer(
+            "num_batches_tracked", torch.zeros(num_students, 1, 1, dtype=torch.long)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:

@@ -101,7 +101,7 @@ def test_debiased_running_stats_are_a_cumulative_mean_then_a_moving_average():
         var = (1 - w) * var + w * x[0].var(0, correction=1)
         torch.testing.assert_close(sbn.running_mean[0, 0], mean)
         torch.testing.assert_close(sbn.running_var[0, 0], var)
-    assert int(sbn.num_batches_tracked) == 6
+    assert sbn.num_batches_tracked.tolist() == [[[6]]]
     # after 3 batches the start (mean 0, var 1) is gone: eval normalises like the data
     fresh = StudentBatchNorm(1, 3).double()
     for x in batches[:3]:
