@@ -47,6 +47,10 @@ class EnsembleTrain(nn.Module):
         self.embedding_l2 = embedding_l2
         self.l2_mode = l2_mode
         self.aux_loss_weight = aux_loss_weight
+        # decided once, not per batch: TorchRec's pipeline traces forward with proxies (fx)
+        self._has_aux = aux_loss_weight != 0 and any(
+            getattr(m, "has_aux_loss", False) for m in model.modules()
+        )
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, tuple[ObjectiveOutput, EnsembleOutput]]:
         output = self.model(batch.dense, batch.sparse)
@@ -66,7 +70,7 @@ class EnsembleTrain(nn.Module):
         """The students' auxiliary losses (K,) reduced as the objective reduces its per-student
         terms (None: no student has one, or aux_loss_weight is 0)."""
         student = output.student if isinstance(output, DistillOutput) else output
-        if student.aux_loss is None or self.aux_loss_weight == 0:
+        if not self._has_aux:
             return None
         if getattr(self.objective, "student_reduction", "mean") == "sum":
             return student.aux_loss.sum()
