@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
+from recsys_kdef import checkpoint as ckpt
 from recsys_kdef.checkpoint import load_checkpoint
 from recsys_kdef.config import FusionConfig, ModelConfig
 from recsys_kdef.config.loading import from_dict
@@ -122,7 +124,10 @@ def main(argv: list[str] | None = None) -> None:
         "--student", default="best", help="best (on validation AUC), ensemble, or an index"
     )
     args = parser.parse_args(argv)
-    path = export_artifact(args.checkpoint, args.out, args.student)
+    try:
+        path = export_artifact(args.checkpoint, args.out, args.student)
+    except ckpt.CheckpointError as e:  # a refused or damaged checkpoint: a message, no traceback
+        sys.exit(f"error: {e}")
     label = torch.load(path, map_location="cpu", weights_only=True)["source"]["label"]
     print(f"exported {label} -> {path}")
 
