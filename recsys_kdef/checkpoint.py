@@ -7,12 +7,14 @@ A checkpoint is a directory `<output_dir>/checkpoints/step-000000123` (or `best`
   (fused sparse shards, dense Adam, data-parallel tables, learning rates) under `optim.`;
 - `rng/rank-<r>.pt`: each rank's torch RNG state (a uint8 tensor, read with weights_only);
 - `meta.json`: config, schema, model prefix, best student, trainer state (step, epoch,
-  batches done in the epoch, LR/early-stopping state, history) — plain JSON.
+  batches done in the epoch, LR/early-stopping state, history), and the size and CRC-32 of
+  every other file (`files`) — plain JSON.
 
 It is written under `.tmp-<name>` and renamed into place by rank 0 once every rank has
 finished, so a visible checkpoint is always complete; loaders also require `meta.json` and
-`.metadata`, and read them without unpickling anything (safe_dcp: a checkpoint directory
-from elsewhere cannot run code). DCP reshards on load: a checkpoint written by N ranks loads on M ranks, and
+`.metadata`, read them without unpickling anything (safe_dcp: a checkpoint directory
+from elsewhere cannot run code), and check every file against its recorded size and sum
+before reading it (checkpoint_checks: a damaged shard is named, never read as weights). DCP reshards on load: a checkpoint written by N ranks loads on M ranks, and
 without a process group into full tensors (export, ECKD teachers).
 """
 
@@ -31,9 +33,13 @@ from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from recsys_kdef import safe_dcp
-from recsys_kdef.checkpoint_checks import check_storage, check_tensors
+from recsys_kdef.checkpoint_checks import check_storage, check_sums, check_tensors, file_sums
+from recsys_kdef.config import ConfigError, ExperimentConfig
+from recsys_kdef.config.loading import from_dict
+from recsys_kdef.data.schema import DataError, Schema
 from recsys_kdef.io import atomic_path
-from recsys_kdef.safe_dcp import CheckpointError  # raised by every loader here
+from recsys_kdef.models.ensemble import build_model
+from recsys_kdef.safe_dcp import METADATA, CheckpointError  # raised by every loader here
 
 FORMAT = 2
 CHECKPOINTS = "checkpoints"
@@ -57,6 +63,15 @@ def _rank() -> int:
 
 def _world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def _all_gather(value: Any) -> list[Any]:
+    """Every rank's `value`, in rank order (just [value] without a process group)."""
+    if _world_size() == 1:
+        return [value]
+    out: list[Any] = [None] * _world_size()
+    dist.all_gather_object(out, value)
+    return out
 
 
 def is_complete(directory: Path) -> bool:
@@ -90,10 +105,18 @@ def save_checkpoint(
         state["optim"] = optimizer.state_dict()
     dcp.save(state, checkpoint_id=str(tmp))
     (tmp / "rng").mkdir(exist_ok=True)
-    torch.save({"torch": torch.get_rng_state()}, tmp / "rng" / f"rank-{_rank()}.pt")
-    _barrier()
+    rng = f"rng/rank-{_rank()}.pt"
+    torch.save({"torch": torch.get_rng_state()}, tmp / rng)
+    # each rank sums the files it wrote (DCP names them __<rank>_<n>.distcp), from the page cache
+    mine = [rng, *(p.name for p in tmp.glob(f"__{_rank()}_*.distcp"))]
+    sums = _all_gather(file_sums(tmp, mine + ([METADATA] if _rank() == 0 else [])))
     if _rank() == 0:
-        record = {"format": FORMAT, "world_size": _world_size(), **meta}
+        files = {k: v for part in sums for k, v in part.items()}
+        others = [  # anything DCP wrote under other names
+            str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file() and p.name != META
+        ]
+        files |= file_sums(tmp, sorted(set(others) - set(files)))
+        record = {"format": FORMAT, "world_size": _world_size(), **meta, "files": files}
         with atomic_path(tmp / META) as f:
             f.write_text(json.dumps(record, indent=1))
         old = directory.parent / f".old-{directory.name}"
@@ -120,9 +143,39 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{directory / META}: not valid JSON ({e}); the checkpoint is damaged"
         ) from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{directory / META}: format {meta.get('format')}, expected {FORMAT}")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{directory / META}: format {found}, expected {FORMAT}")
+    kinds = {"config": dict, "schema": dict, "model_prefix": str, "world_size": int}
+    wrong = [k for k, kind in kinds.items() if not isinstance(meta.get(k), kind)]
+    if wrong:
+        raise CheckpointError(
+            f"{directory / META}: {', '.join(wrong)} missing or of the wrong type; the "
+            "checkpoint is damaged or not written by recsys_kdef training"
+        )
+    try:
+        from_dict(ExperimentConfig, meta["config"])
+        Schema.from_json(meta["schema"])
+    except (ConfigError, DataError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{directory / META}: its config or schema is invalid: {e}") from None
     return meta
+
+
+def check_files(directory: Path, meta: dict[str, Any], names: list[str] | None = None) -> None:
+    """Raise CheckpointError naming the first file whose size or CRC-32 differs from meta.json's
+    record (all recorded files, or `names`); checkpoints written without sums pass. A
+    collective when `names` is None and a process group exists: each rank sums its share."""
+    recorded = meta.get("files")
+    if not isinstance(recorded, dict):
+        return
+    if names is None:
+        share = sorted(recorded)[_rank() :: _world_size()]
+        problems = [p for part in _all_gather(check_sums(directory, recorded, share)) for p in part]
+    else:
+        problems = check_sums(directory, recorded, [n for n in names if n in recorded])
+    if problems:
+        more = f" (and {len(problems) - 1} more damaged files)" if len(problems) > 1 else ""
+        raise CheckpointError(problems[0] + more)
 
 
 def step_checkpoints(root: str | Path) -> list[Path]:
@@ -165,12 +218,15 @@ def load_into(directory: str | Path, module: nn.Module, optimizer: Any | None = 
     somewhere to load it.
     """
     directory = Path(directory)
-    read_meta(directory)
+    meta = read_meta(directory)
+    check_files(directory, meta, [METADATA])
+    metadata = check_storage(directory)  # sizes first: a truncated shard is named as such
+    check_files(directory, meta)
     state: dict[str, Any] = {"model": module.state_dict()}
     if optimizer is not None:
         optimizer.init_state()
         state["optim"] = optimizer.state_dict()
-    check_tensors(directory, check_storage(directory), state["model"])
+    check_tensors(directory, metadata, state["model"])
     _load(state, directory)
     module.load_state_dict(state["model"])
     if optimizer is not None:
@@ -193,10 +249,17 @@ def _load(state: dict[str, Any], directory: Path, *args: Any, **kwargs: Any) -> 
 
 def restore_rng(directory: str | Path) -> bool:
     """Set this rank's torch RNG state from the checkpoint; False if it has none for this rank."""
-    path = Path(directory) / "rng" / f"rank-{_rank()}.pt"
+    name = f"rng/rank-{_rank()}.pt"
+    path = Path(directory) / name
     if not path.is_file():
         return False
-    torch.set_rng_state(torch.load(path, weights_only=True)["torch"])
+    check_files(Path(directory), read_meta(directory), [name])
+    try:
+        torch.set_rng_state(torch.load(path, weights_only=True)["torch"])
+    except Exception as e:  # refused by the weights-only unpickler, or not an RNG state
+        raise CheckpointError(
+            f"{path}: refused, not a torch RNG state ({safe_dcp.short_reason(e)})"
+        ) from None
     return True
 
 
@@ -204,16 +267,29 @@ def load_full_model_state(directory: str | Path, prefix: str) -> dict[str, torch
     """Full (unsharded) tensors of the saved module state under `prefix`, prefix removed.
 
     Needs no process group: DCP assembles every tensor from all ranks' shards in this process.
+    The saved names and shapes must be those of the model meta.json's config describes.
     """
     directory = Path(directory)
+    meta = read_meta(directory)
+    check_files(directory, meta, [METADATA])
     metadata = check_storage(directory)  # verified: safe_dcp.read_metadata
+    check_files(directory, meta, sorted(meta.get("files", {})))  # this process reads them all
+    model = build_model(  # tables on `meta`: names and shapes only
+        from_dict(ExperimentConfig, meta["config"]).model, Schema.from_json(meta["schema"])
+    )
+    expected = {prefix + k: v for k, v in model.state_dict().items()}
+    check_tensors(
+        directory,
+        metadata,
+        expected,
+        within=f"model.{prefix}",
+        hint=f"the model {META}'s config describes: the checkpoint is damaged or was altered",
+    )
     key_prefix = f"model.{prefix}"
     template: dict[str, torch.Tensor] = {}
     for key, item in metadata.state_dict_metadata.items():
         if key.startswith(key_prefix) and isinstance(item, TensorStorageMetadata):
             template[key[len("model.") :]] = torch.empty(item.size, dtype=item.properties.dtype)
-    if not template:
-        raise CheckpointError(f"{directory}: no model tensors under '{prefix}'")
     state = {"model": template}
     _load(state, directory, metadata, no_dist=True)
     return {k[len(prefix) :]: v for k, v in state["model"].items()}

@@ -1,20 +1,67 @@
-"""Checks of a checkpoint before DCP reads it: every shard file whole, the saved model the one
-being loaded into (by config and by tensor names and shapes), so that a truncated shard or a
-checkpoint of another model is an error naming the file and the difference, not a DCP or
-zip traceback."""
+"""Checks of a checkpoint before DCP reads it: every file holds the bytes written (sizes and
+CRC-32 sums recorded in meta.json), the saved model the one being loaded into (by config and
+by tensor names and shapes), so that a truncated or damaged shard or a checkpoint of another
+model is an error naming the file and the difference, not a DCP or zip traceback, nor weights
+silently read from damaged bytes.
+
+The sums detect damage (a truncated copy, zeroed blocks after a crash, flipped bits), not
+tampering: whoever rewrites the shards can rewrite meta.json too (safe_dcp covers what a
+crafted checkpoint can do).
+"""
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
 
+from recsys_kdef.safe_dcp import CheckpointError, read_metadata
+
 SHOWN = 5  # names listed per kind of difference
+_CHUNK = 1 << 24
 
 
-from recsys_kdef.safe_dcp import CheckpointError, read_metadata  # noqa: E402
+def file_sums(directory: Path, names: Iterable[str]) -> dict[str, list]:
+    """{name: [bytes, CRC-32 as 8 hex digits]} of files under `directory` (names relative)."""
+    out = {}
+    for name in names:
+        crc, size = 0, 0
+        with (directory / name).open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+        out[name] = [size, f"{crc:08x}"]
+    return out
+
+
+def check_sums(directory: Path, recorded: dict[str, list], names: Iterable[str]) -> list[str]:
+    """What differs between the files `names` and the sizes and sums meta.json recorded for
+    them when the checkpoint was written: one message per damaged or missing file."""
+    problems = []
+    for name in names:
+        path = directory / name
+        if not path.is_file():
+            problems.append(f"{path}: missing (named by {directory}/meta.json)")
+            continue
+        size, crc = recorded[name]
+        have = path.stat().st_size
+        if have != size:
+            problems.append(
+                f"{path}: {have:,} bytes, {directory}/meta.json records {size:,} "
+                "(truncated or overwritten); the checkpoint is damaged: resume from an older "
+                "step-* checkpoint"
+            )
+            continue
+        got = file_sums(directory, [name])[name][1]
+        if got != crc:
+            problems.append(
+                f"{path}: damaged: CRC-32 {got}, written as {crc} ({directory}/meta.json); "
+                "resume from an older step-* checkpoint"
+            )
+    return problems
 
 
 def check_storage(directory: Path) -> Metadata:
@@ -45,12 +92,23 @@ def check_storage(directory: Path) -> Metadata:
     return metadata
 
 
-def check_tensors(directory: Path, metadata: Metadata, model_state: dict[str, Any]) -> None:
-    """The tensors saved under `model.` are the module's, by name and global shape."""
+ANOTHER_MODEL = "a checkpoint of another model.num_students, tables or embedding_dim?"
+
+
+def check_tensors(
+    directory: Path,
+    metadata: Metadata,
+    model_state: dict[str, Any],
+    within: str = "model.",
+    hint: str = ANOTHER_MODEL,
+) -> None:
+    """The tensors saved under `within` (default: all of `model.`) are those of
+    `model_state` (keyed without `model.`), by name and global shape; else an error ending
+    with `hint` (why they may differ)."""
     saved = {
         key[len("model.") :]: tuple(item.size)
         for key, item in metadata.state_dict_metadata.items()
-        if key.startswith("model.") and isinstance(item, TensorStorageMetadata)
+        if key.startswith(within) and isinstance(item, TensorStorageMetadata)
     }
     wanted = {k: tuple(v.size()) for k, v in model_state.items() if isinstance(v, torch.Tensor)}
     missing = sorted(set(wanted) - set(saved))
@@ -72,7 +130,7 @@ def check_tensors(directory: Path, metadata: Metadata, model_state: dict[str, An
         raise CheckpointError(
             f"{directory}: holds another model than the one being loaded: "
             + "; ".join(problems)
-            + " (a checkpoint of another model.num_students, tables or embedding_dim?)"
+            + f" ({hint})"
         )
 
 

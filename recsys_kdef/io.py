@@ -53,7 +53,14 @@ def load_versioned(
         path = path / default_name
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no {what}; {hint}")
-    data = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)  # tensors, plain data
+    except Exception as e:  # a pickle of other objects (refused: nothing ran), or not torch's
+        reason = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line]
+        raise ValueError(
+            f"{path}: refused, not a recsys_kdef {what} of tensors and plain data "
+            f"({(reason or [type(e).__name__])[0][:300]}); nothing in it was run; {hint}"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != fmt:
         raise ValueError(f"{path}: not a recsys_kdef {what} (format {fmt})")
     return data

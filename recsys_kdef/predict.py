@@ -10,6 +10,7 @@ label and group columns when the input has them. It appears only when complete.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from recsys_kdef.data.schema import DataError, Schema
 from recsys_kdef.export import ARTIFACT_FORMAT
 from recsys_kdef.io import atomic_path, load_versioned
 from recsys_kdef.models.ensemble import EnsembleModel, build_model
+from recsys_kdef.outputs import check_writable
 from recsys_kdef.raw_rows import encode_raw, load_vocabularies
 
 
@@ -52,13 +54,19 @@ class Predictor:
             "exported model",
             "make one with python -m recsys_kdef.export",
         )
-        schema = Schema.from_json(artifact["schema"])
-        model = build_model(
-            from_dict(ModelConfig, artifact["model"], "model"), schema, device=torch.device("cpu")
-        )
-        model.load_state_dict(artifact["state_dict"])
-        directory = Path(path) if Path(path).is_dir() else Path(path).parent
-        return cls(model, schema, artifact["head"], directory)
+        source = Path(path) / "model.pt" if Path(path).is_dir() else Path(path)
+        try:
+            schema = Schema.from_json(artifact["schema"])
+            cfg = from_dict(ModelConfig, artifact["model"], "model")
+            model = build_model(cfg, schema, device=torch.device("cpu"))
+            model.load_state_dict(artifact["state_dict"])
+            head = artifact["head"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:  # schema, config, weights
+            raise ValueError(
+                f"{source}: not a usable exported model "
+                f"({type(e).__name__}: {str(e).strip()[:300]}); export it again"
+            ) from None
+        return cls(model, schema, head, source.parent)
 
     @torch.no_grad()
     def predict(self, rows: Batch | dict | pa.Table) -> torch.Tensor:
@@ -107,7 +115,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", required=True, help="Parquet file to write (prediction column)")
     parser.add_argument("--batch-size", type=int, default=8192)
     args = parser.parse_args(argv)
-    rows = Predictor.load(args.model).predict_parquet(args.input, args.output, args.batch_size)
+    try:
+        check_writable(Path(args.output).parent, "--output (its directory)")
+        if not Path(args.input).is_file():
+            raise FileNotFoundError(f"--input={args.input}: no such file")
+        predictor = Predictor.load(args.model)
+        rows = predictor.predict_parquet(args.input, args.output, args.batch_size)
+    except (DataError, FileNotFoundError, ValueError) as e:  # the user's to fix: no traceback
+        sys.exit(f"error: {e}")
     print(f"scored {rows:,} rows -> {args.output}")
 
 

@@ -135,6 +135,14 @@ def _check(metadata: Any, path: Path) -> None:
         refuse("storage_meta is not DCP's StorageMeta")
 
 
+def short_reason(error: Exception) -> str:
+    """The line of a torch.load failure that says what was refused ('Trying to load unsupported
+    GLOBAL posix.system ...'), without torch's advice to retry with weights_only=False."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    said = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+    return (said or lines or [type(error).__name__])[0][:300]
+
+
 class _VerifiedReader(FileSystemReader):
     """DCP's file reader handed metadata already read by read_metadata (never re-read)."""
 
@@ -158,7 +166,9 @@ class _WeightsOnlyPlanner(DefaultLoadPlanner):
         try:
             obj = torch.load(value, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise CheckpointError(f"entry {fqn!r}: refused, not plain data ({e})") from None
+            raise CheckpointError(
+                f"entry {fqn!r}: refused, not plain data ({short_reason(e)})"
+            ) from None
         if self.flatten_state_dict:
             set_element(self.original_state_dict, self.mappings[fqn], obj)
         else:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from multiprocess import run_multiprocess
 from test_checkpoint import ROOT, _train, assert_same_run, run_args
 
@@ -67,8 +68,83 @@ def test_a_shard_damaged_inside_is_an_error_naming_the_checkpoint(one_rank_run, 
     data = bytearray(shard.read_bytes())
     data[: len(data) // 2] = bytes(len(data) // 2)  # same size, zeros over the first half
     shard.write_bytes(bytes(data))
+    with pytest.raises(ckpt.CheckpointError, match=f"{shard}: damaged: CRC-32 .* written as"):
+        ckpt.load_checkpoint(run_dir)
+    meta = json.loads((best / ckpt.META).read_text())
+    del meta["files"]  # a checkpoint without sums: DCP's own failure, named
+    (best / ckpt.META).write_text(json.dumps(meta))
     with pytest.raises(ckpt.CheckpointError, match=f"{best}: reading its shards .* damaged"):
         ckpt.load_checkpoint(run_dir)
+
+
+def test_damaged_tensor_bytes_are_never_loaded_as_weights(one_rank_run, tiny_dataset, tmp_path):
+    """256 zero bytes inside a tensor's data: DCP itself reads them without complaint (the
+    control), the sums meta.json records name the shard for every loader."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint import load as dcp_load
+
+    from recsys_kdef import safe_dcp
+    from recsys_kdef.offline_eval import main as evaluate_main
+
+    run_dir = copy_run(one_rank_run, tmp_path / "run")
+    best = run_dir / ckpt.CHECKPOINTS / ckpt.BEST
+    good = ckpt.load_checkpoint(run_dir)["state_dict"]
+    metadata = safe_dcp.read_metadata(best)
+    index, info = max(metadata.storage_data.items(), key=lambda item: item[1].length)
+    shard = best / info.relative_path
+    data = bytearray(shard.read_bytes())
+    middle = info.offset + info.length // 2
+    data[middle : middle + 256] = bytes(256)
+    shard.write_bytes(bytes(data))
+    name = index.fqn[len("model.") :]
+    damaged = {name: torch.empty_like(good[name[len("model.") :]])}
+    dcp_load({"model": damaged}, storage_reader=FileSystemReader(str(best)), no_dist=True)
+    assert not torch.equal(damaged[name], good[name[len("model.") :]])  # DCP: silently wrong
+    with pytest.raises(ckpt.CheckpointError, match=f"{shard}: damaged: CRC-32"):
+        ckpt.load_checkpoint(run_dir)  # export, diagnose, ECKD teachers
+    argv = ["--checkpoint", str(best), "--data", str(tiny_dataset), "--no-plots", "--no-progress"]
+    with pytest.raises(SystemExit, match=f"{shard}: damaged: CRC-32"):
+        evaluate_main(argv)  # load_into: evaluate, resume, the best weights after training
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('{"format": 2, "config": 5', r"meta.json: not valid JSON"),
+        ('{"format": 2, "config": 5}', r"meta.json: config, schema, model_prefix, world_size"),
+        ("[1, 2]", r"meta.json: format list, expected 2"),
+    ],
+)
+def test_a_damaged_meta_json_is_named(one_rank_run, tmp_path, text, expected):
+    run_dir = copy_run(one_rank_run, tmp_path / "run")
+    best = run_dir / ckpt.CHECKPOINTS / ckpt.BEST
+    (best / ckpt.META).write_text(text)
+    with pytest.raises(ckpt.CheckpointError, match=expected):
+        ckpt.load_checkpoint(run_dir)
+    meta = json.loads((one_rank_run / ckpt.CHECKPOINTS / ckpt.BEST / ckpt.META).read_text())
+    meta["config"]["model"]["tower"]["bogus"] = 1
+    (best / ckpt.META).write_text(json.dumps(meta))
+    with pytest.raises(ckpt.CheckpointError, match=r"meta.json: its config or schema is invalid"):
+        ckpt.load_checkpoint(run_dir)
+
+
+def test_export_and_diagnose_of_a_checkpoint_whose_tensors_differ_name_them(one_rank_run, tmp_path):
+    """meta.json says K=3, the shards hold K=2: every full-weights loader says so, no
+    state-dict traceback, no artifact."""
+    from recsys_kdef import diagnose, export
+
+    run_dir = copy_run(one_rank_run, tmp_path / "run")
+    best = run_dir / ckpt.CHECKPOINTS / ckpt.BEST
+    meta = json.loads((best / ckpt.META).read_text())
+    meta["config"]["model"]["num_students"] = 3
+    (best / ckpt.META).write_text(json.dumps(meta))
+    expected = rf"{best}: holds another model .*s2__.* \(the model meta.json's config"
+    with pytest.raises(SystemExit, match=expected):
+        export.main(["--checkpoint", str(run_dir), "--out", str(tmp_path / "art")])
+    with pytest.raises(SystemExit, match=expected):
+        diagnose.main(["--checkpoint", str(run_dir), "--out", str(tmp_path / "diag")])
+    assert not (tmp_path / "art" / "model.pt").exists()
+    assert not (tmp_path / "diag" / "diagnose.json").exists()
 
 
 def test_resume_with_another_model_names_the_difference(one_rank_run, tiny_dataset, tmp_path):

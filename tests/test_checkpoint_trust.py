@@ -1,10 +1,12 @@
 """A checkpoint directory from elsewhere cannot run code: a crafted DCP `.metadata` (or a
 pickled shard entry) whose unpickling would create a marker file is refused by every loader
-(evaluate, export, diagnose, train --train.resume auto, ECKD teachers), and nothing runs."""
+(evaluate, export, diagnose, train --train.resume auto, ECKD teachers, predict), and nothing
+runs; the attacker here also rewrites meta.json's file sums, as anyone who edits the files can."""
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import pickle
@@ -19,6 +21,7 @@ from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata
 from recsys_kdef import checkpoint as ckpt
 from recsys_kdef import diagnose, offline_eval, safe_dcp
 from recsys_kdef import train as train_cli
+from recsys_kdef.checkpoint_checks import file_sums
 from recsys_kdef.config import load_config
 from recsys_kdef.distributed import destroy_distributed, init_distributed
 from recsys_kdef.export import export_artifact
@@ -65,12 +68,25 @@ def trained(tiny_dataset, tmp_path_factory) -> Path:
     return out
 
 
-def plant(checkpoint: Path, payload: object) -> None:
-    """Replace `.metadata` by the real metadata with `payload` inside (planner_data)."""
+def resum(checkpoint: Path) -> None:
+    """Record the files' new sizes and sums in meta.json, as an attacker who edits a checkpoint
+    can (the sums detect damage, not tampering)."""
+    meta = json.loads((checkpoint / ckpt.META).read_text())
+    meta["files"] = file_sums(checkpoint, [*meta["files"], *(
+        p.name for p in checkpoint.glob("*.distcp") if p.name not in meta["files"]
+    )])  # fmt: skip
+    (checkpoint / ckpt.META).write_text(json.dumps(meta))
+
+
+def plant(checkpoint: Path, payload: object, sums: bool = True) -> None:
+    """Replace `.metadata` by the real metadata with `payload` inside (planner_data); with
+    `sums`, meta.json's record of it too."""
     with (checkpoint / ".metadata").open("rb") as f:
         metadata = pickle.load(f)  # our own file, written by the fixture
     metadata.planner_data = {"x": payload}
     (checkpoint / ".metadata").write_bytes(pickle.dumps(metadata))
+    if sums:
+        resum(checkpoint)
 
 
 @pytest.fixture
@@ -97,6 +113,16 @@ def test_the_payload_runs_under_pickle_and_is_refused_by_the_reader(trained, tmp
     with pytest.raises(ckpt.CheckpointError, match=r"\.metadata: refused.*not part of DCP"):
         safe_dcp.read_metadata(checkpoint)
     with pytest.raises(ckpt.CheckpointError, match="refused"):
+        ckpt.load_checkpoint(checkpoint)
+    assert not marker.exists()
+
+
+def test_a_planted_metadata_without_new_sums_is_refused_as_damaged(trained, tmp_path):
+    checkpoint = tmp_path / "best"
+    shutil.copytree(trained / ckpt.CHECKPOINTS / ckpt.BEST, checkpoint)
+    marker = tmp_path / "PWNED"
+    plant(checkpoint, Payload(marker), sums=False)
+    with pytest.raises(ckpt.CheckpointError, match=r"\.metadata: .* bytes, .*meta.json records"):
         ckpt.load_checkpoint(checkpoint)
     assert not marker.exists()
 
@@ -165,11 +191,49 @@ def test_a_pickled_shard_entry_is_read_as_plain_data_only(evil_run, tiny_dataset
         relative_path="__9_0.distcp", offset=0, length=len(blob.getvalue())
     )
     (best / ".metadata").write_bytes(pickle.dumps(metadata))
-    # refused by the tensor check (the model's tensor is missing) or by the planner (not plain data)
-    refused = rf"entry '{fqn}': refused, not plain data|holds another model"
-    with pytest.raises(SystemExit, match=refused):
+    resum(best)
+    # the model's loaders: its tensor is missing (checked from .metadata, before DCP reads)
+    with pytest.raises(SystemExit, match=rf"{best}: holds another model .*{fqn[6:]}"):
         offline_eval.main(["--checkpoint", str(best), "--data", str(tiny_dataset), "--no-plots"])
+    with pytest.raises(ckpt.CheckpointError, match=rf"{best}: holds another model"):
+        export_artifact(best, tmp_path / "export")
+    # the entry asked for directly (as resume asks for optimizer entries): the planner refuses
+    state = {"model": {fqn[len("model.") :]: torch.empty(1)}}
+    with pytest.raises(ckpt.CheckpointError, match=rf"entry '{fqn}': refused, not plain data"):
+        safe_dcp.load(state, best, no_dist=True)
+    with pytest.raises(ckpt.CheckpointError) as refused:
+        safe_dcp.load(state, best, no_dist=True)
+    assert "GLOBAL" in str(refused.value) and "weights_only` set to `False" not in str(
+        refused.value
+    )
     assert not marker.exists()
+
+
+def test_a_pickled_rng_state_is_refused_naming_the_file(trained, tmp_path):
+    checkpoint = tmp_path / "step"
+    shutil.copytree(ckpt.step_checkpoints(trained / ckpt.CHECKPOINTS)[-1], checkpoint)
+    marker = tmp_path / "PWNED"
+    torch.save({"torch": Payload(marker)}, checkpoint / "rng" / "rank-0.pt")
+    meta = json.loads((checkpoint / ckpt.META).read_text())
+    meta["files"] |= file_sums(checkpoint, ["rng/rank-0.pt"])
+    (checkpoint / ckpt.META).write_text(json.dumps(meta))
+    with pytest.raises(ckpt.CheckpointError, match=r"rng/rank-0.pt: refused, not a torch RNG"):
+        ckpt.restore_rng(checkpoint)
+    assert not marker.exists()
+
+
+def test_an_exported_model_that_is_a_pickle_is_refused(tmp_path, tiny_dataset):
+    from recsys_kdef import predict
+
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    marker = tmp_path / "PWNED"
+    torch.save({"format": 1, "state_dict": Payload(marker)}, artifact / "model.pt")
+    parquet = sorted((tiny_dataset / "test").glob("*.parquet"))[0]
+    argv = ["--model", str(artifact), "--input", str(parquet), "--output", str(tmp_path / "p")]
+    with pytest.raises(SystemExit, match=rf"{artifact}/model.pt: refused, .*nothing in it was run"):
+        predict.main(argv)
+    assert not marker.exists() and not (tmp_path / "p").exists()
 
 
 def test_a_real_checkpoint_loads_as_dcp_itself_loads_it(trained):
