@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from recsys_kdef.checkpoint import CheckpointError, load_checkpoint
+from recsys_kdef.checkpoint import CheckpointError, load_checkpoint, resolve
 from recsys_kdef.config import ExperimentConfig
 from recsys_kdef.config.loading import from_dict
 from recsys_kdef.data.reader import ParquetBatchReader, list_split_files
@@ -34,7 +34,9 @@ from recsys_kdef.data.schema import DataError, Schema
 from recsys_kdef.io import atomic_path
 from recsys_kdef.models.ensemble import build_model
 from recsys_kdef.models.students import student_groups
+from recsys_kdef.models.table_layout import unstack_state_dict
 from recsys_kdef.output_paths import beside_checkpoint, written_line
+from recsys_kdef.outputs import check_writable
 from recsys_kdef.plots import integer_axis, save_figure, subplots, ticks_at
 
 TABLE_PREFIX = "sparse_arch.embedding_bag_collection.embedding_bags."
@@ -167,6 +169,7 @@ def diagnose(checkpoint: str | Path, data: str | Path | None, split: str, max_ro
     model.load_state_dict(state)
     counts = [group.count for group in student_groups(cfg.model)]
     first_student = [sum(counts[:g]) for g in range(len(counts))]
+    dims = [g.embedding_dim for g in student_groups(cfg.model) for _ in range(g.count)]
     archs = [group.spec.arch for group in student_groups(cfg.model)]
     reader = ParquetBatchReader(list_split_files(data, split), schema, 4096, training=False)
     corr = agreement(model, reader, max_rows)
@@ -178,7 +181,7 @@ def diagnose(checkpoint: str | Path, data: str | Path | None, split: str, max_ro
         "students": cfg.model.num_students,
         "embedding_mode": cfg.model.embedding_mode,
         "embedding_dim": cfg.model.embedding_dim,
-        "tables": table_spectra(state, used, max_rows, cfg.train.seed),
+        "tables": table_spectra(unstack_state_dict(state, dims), used, max_rows, cfg.train.seed),
         "towers": tower_spectra(state, first_student, archs),
         "agreement": {
             "split": split,
@@ -308,10 +311,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
+        out = args.out or beside_checkpoint(resolve(args.checkpoint), "diagnose")
+        check_writable(out, "--out")  # before any work
         result = diagnose(args.checkpoint, args.data, args.split, args.max_rows)
     except (CheckpointError, DataError, FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
-    out = args.out or beside_checkpoint(result["checkpoint_dir"], "diagnose")
     figures = plot(result, out)
     result["figures"] = [p.name for p in figures]
     with atomic_path(out / "diagnose.json") as tmp:

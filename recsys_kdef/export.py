@@ -26,6 +26,7 @@ from recsys_kdef.config import FusionConfig, ModelConfig
 from recsys_kdef.config.loading import from_dict
 from recsys_kdef.io import atomic_path
 from recsys_kdef.models.students import locate_student, student_groups
+from recsys_kdef.outputs import check_writable
 from recsys_kdef.raw_rows import VOCAB_DIR
 
 ARTIFACT_FORMAT = 1
@@ -36,11 +37,14 @@ def select_student(
 ) -> tuple[dict[str, torch.Tensor], ModelConfig]:
     """Student k of an ensemble's state dict, as the state and config of a one-student ensemble.
 
-    Its tables `s{k}__*` become `s0__*` (shared tables are kept); its group's tower tensors
-    become group 0's, sliced at its place in the group (every tower tensor leads with the
-    group's students: the towers' contract); other groups and the fusion are dropped.
+    Its tables `s{k}__*` become `s0__*` (shared tables are kept; of stacked tables
+    `stack__<field>` its columns, as a separate table `s0__<field>`); its group's tower
+    tensors become group 0's, sliced at its place in the group (every tower tensor leads with
+    the group's students: the towers' contract); other groups and the fusion are dropped.
     """
     group, j = locate_student(cfg, k)
+    dims = [g.embedding_dim for g in student_groups(cfg) for _ in range(g.count)]
+    columns = slice(sum(dims[:k]), sum(dims[: k + 1]))  # student k's in a stacked table
     out = {}
     for name, tensor in state.items():
         if name.startswith("sparse_arch."):
@@ -49,13 +53,22 @@ def select_student(
                 out[name] = tensor
             elif table.startswith(f"s{k}__"):
                 out[name.replace(f".s{k}__", ".s0__")] = tensor
+            elif table.startswith("stack__"):
+                field = table[len("stack__") :]
+                out[name.replace(f".{table}.", f".s0__{field}.")] = tensor[:, columns].clone()
         elif name.startswith(f"towers.groups.{group}."):
             local = "towers.groups.0." + name[len(f"towers.groups.{group}.") :]
             out[local] = tensor[j : j + 1].clone()
         elif not name.startswith(("fusion.", "towers.groups.")):
             raise ValueError(f"cannot export '{name}': not a table, tower or fusion tensor")
     spec = student_groups(cfg)[group].spec
-    one = replace(cfg, students=[replace(spec, count=1)], num_students=1, fusion=FusionConfig())
+    one = replace(
+        cfg,
+        students=[replace(spec, count=1)],
+        num_students=1,
+        fusion=FusionConfig(),
+        table_layout="separate",  # one student: its tables as they are
+    )
     return out, one
 
 
@@ -125,8 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
+        check_writable(args.out, "--out")  # before reading the checkpoint
         path = export_artifact(args.checkpoint, args.out, args.student)
-    except ckpt.CheckpointError as e:  # a refused or damaged checkpoint: a message, no traceback
+    except (ckpt.CheckpointError, ValueError) as e:  # a refused or damaged checkpoint, --student
         sys.exit(f"error: {e}")
     label = torch.load(path, map_location="cpu", weights_only=True)["source"]["label"]
     print(f"exported {label} -> {path}")

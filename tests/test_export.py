@@ -26,11 +26,15 @@ from recsys_kdef.train import run
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", params=["per_model", "shared"])
+@pytest.fixture(scope="module", params=["per_model", "shared", "stacked"])
 def trained(request, tiny_dataset, tmp_path_factory):
+    """A trained 3-student CETNet run: per-model tables (separate, or stacked: one table per
+    field, student k's columns of it, with an elementwise sparse optimizer) or shared ones."""
     out = tmp_path_factory.mktemp(f"export_{request.param}")
+    stacked = ["--model.table_layout", "stacked", "--train.sparse_optimizer", "adam"]
     cfg = load_config(
         [
+            *(stacked if request.param == "stacked" else []),
             "--data.path",
             str(tiny_dataset),
             "--data.batch_size",
@@ -40,7 +44,7 @@ def trained(request, tiny_dataset, tmp_path_factory):
             "--model.num_students",
             "3",
             "--model.embedding_mode",
-            request.param,
+            "shared" if request.param == "shared" else "per_model",
             "--model.fusion.name",
             "confidence",
             "--objective.name",

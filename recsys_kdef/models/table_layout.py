@@ -119,3 +119,22 @@ def stack_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for key, per_student in tables.items():
         out[key] = torch.cat([per_student[k] for k in sorted(per_student)], dim=1)
     return out
+
+
+_STACKED = re.compile(r"^(?P<prefix>.*\.embedding_bags\.)stack__(?P<field>.+)\.weight$")
+
+
+def unstack_state_dict(state: dict[str, torch.Tensor], dims: list[int]) -> dict[str, torch.Tensor]:
+    """The inverse of stack_state_dict: `stack__{field}` (V, sum_k D_k) -> `s{k}__{field}`
+    (V, D_k), student k's columns (views); the rest as is."""
+    out = {}
+    for name, value in state.items():
+        m = _STACKED.match(name)
+        if m is None:
+            out[name] = value
+            continue
+        start = 0
+        for k, d in enumerate(dims):
+            out[f"{m['prefix']}s{k}__{m['field']}.weight"] = value[:, start : start + d]
+            start += d
+    return out

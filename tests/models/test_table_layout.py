@@ -9,7 +9,7 @@ from recsys_kdef.config import ModelConfig, StudentSpec, load_config
 from recsys_kdef.data.reader import ParquetBatchReader, list_split_files
 from recsys_kdef.data.schema import Schema
 from recsys_kdef.models.ensemble import build_model
-from recsys_kdef.models.table_layout import stack_state_dict
+from recsys_kdef.models.table_layout import stack_state_dict, unstack_state_dict
 from recsys_kdef.step_counts import ids_looked_up
 
 # two students of dim 4 and one of dim 8: stacked width 16, columns [0, 4), [4, 8), [8, 16)
@@ -120,3 +120,14 @@ def test_auto_layout_follows_the_sparse_optimizer():
     assert layout("--train.sparse_optimizer", "sgd", "--model.table_layout", "separate") == (
         "separate"
     )
+
+
+def test_unstacking_gives_back_each_students_separate_tables(tiny_dataset):
+    """unstack_state_dict (what diagnose reads per student) inverts stack_state_dict, with
+    students of different widths."""
+    _, separate, stacked, _ = pair(tiny_dataset)
+    back = unstack_state_dict(stacked.state_dict(), DIMS)
+    want = separate.state_dict()
+    assert sorted(back) == sorted(want)
+    for key, value in want.items():
+        assert torch.equal(back[key], value), key
