@@ -67,7 +67,11 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(["--config", str(tmp_path / "nope.yaml")])
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: [1, 2\n")
-    with pytest.raises(ConfigError, match="bad.yaml"):
+    with pytest.raises(ConfigError, match=rf"{bad}:2:1: not valid YAML \(expected ',' or ']'") as e:
+        load_config(["--config", str(bad)])
+    assert "unicode string" not in str(e.value)
+    bad.write_bytes(b"data:\n  path: caf\xe9\n")
+    with pytest.raises(ConfigError, match=rf"{bad}:2:12: not UTF-8 text \(byte 0xe9\)"):
         load_config(["--config", str(bad)])
 
 

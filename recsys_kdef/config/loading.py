@@ -107,15 +107,30 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
     raise TypeError(f"config type {tp!r} of '{path}' is not supported by the loader")
 
 
+def yaml_problem(path: Path, error: yaml.YAMLError | UnicodeDecodeError) -> str:
+    """'FILE:LINE:COLUMN: not valid YAML (what the parser expected)', or the byte that is not
+    UTF-8: PyYAML's own text names "<unicode string>", not the file."""
+    if isinstance(error, UnicodeDecodeError):
+        line = error.object[: error.start].count(b"\n") + 1
+        column = error.start - error.object.rfind(b"\n", 0, error.start)
+        byte = error.object[error.start]
+        return f"{path}:{line}:{column}: not UTF-8 text (byte 0x{byte:02x}); save it as UTF-8"
+    mark = getattr(error, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context = getattr(error, "context", None)
+    return f"{where}: not valid YAML ({problem}{', ' + context if context else ''})"
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read one YAML config file into a dict (an empty file is an empty dict)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        data = yaml.safe_load(path.read_bytes().decode()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(yaml_problem(path, e)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     return data

@@ -99,6 +99,14 @@ def test_invalid_utf8_in_libfm_names_the_file_and_line(tmp_path):
     assert_fails(proc, out, f"{raw}:13: invalid UTF-8 (byte 0xff")
 
 
+def test_an_empty_libfm_file_is_named(tmp_path):
+    raw = tmp_path / "data.libfm"
+    raw.write_bytes(b"\n")
+    out = tmp_path / "out"
+    proc = prepare_cli("libfm", "--raw", str(raw), "--out", str(out))
+    assert_fails(proc, out, f"{raw}: no data rows (the file is empty); expected libFM text")
+
+
 @pytest.mark.parametrize("body", [b"", b"y,a,x\n"], ids=["empty", "header-only"])
 def test_an_empty_or_header_only_csv_is_named(tmp_path, body):
     raw, spec = csv_with_spec(tmp_path, body)
@@ -144,10 +152,27 @@ def test_a_raw_directory_means_the_formats_own_files_only(tmp_path):
     assert_fails(proc, out2, f"{raw}: frappe.validation.libfm missing")
 
 
+def test_a_criteo_directory_reads_train_txt_not_its_readme_or_test_txt(tmp_path):
+    """Criteo Kaggle's dac.tar.gz: train.txt, the unlabelled test.txt, readme.txt."""
+    raw = tmp_path / "raw"
+    (train,) = make_fake("criteo", raw, 600, seed=2)
+    (raw / "readme.txt").write_text("Criteo Display Advertising Challenge\n\nlines\n")
+    (raw / "test.txt").write_text("\t".join(["1"] * 39) + "\n")
+    (raw / "README.md").write_text("# notes\n")
+    out = tmp_path / "out"
+    proc = prepare_cli("criteo", "--raw", str(raw), "--out", str(out), "--min-count", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    card = Schema.load(out).extra["card"]
+    assert [f["name"] for f in card["source"]["files"]] == [train.name]
+    assert sum(Schema.load(out).extra["rows"].values()) == 600
+
+
 def test_a_csv_directory_skips_files_of_other_kinds(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "README.md").write_text("a log\n")
+    (raw / "README.txt").write_text("a log\n")  # a *.txt the csv format reads, but a note
+    (raw / "LICENSE.csv").write_text("a,b\n1,2\n")
     (raw / "log.csv").write_bytes(b"y,a,x\n" + good_rows(60))
     spec = tmp_path / "spec.yaml"
     spec.write_text("label: y\nsparse: [a]\ndense: [x]\n")

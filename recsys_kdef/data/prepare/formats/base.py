@@ -92,7 +92,11 @@ class Format:
         if not raw.is_dir():
             return [raw]
         files = sorted(p for p in raw.iterdir() if p.is_file() and not p.name.startswith("."))
-        own = [p for p in files if any(fnmatch(_stem(p.name), g) for g in self.file_patterns)]
+        own = [
+            p
+            for p in files
+            if any(fnmatch(_stem(p.name), g) for g in self.file_patterns) and not is_document(p)
+        ]
         if not own:
             found = ", ".join(p.name for p in files[:10]) or "nothing"
             raise DataError(
@@ -131,6 +135,15 @@ class Format:
 
     def features(self, chunk: Chunk) -> Features:
         raise NotImplementedError
+
+
+DOCUMENTS = ("readme*", "license*", "licence*", "notice*", "changelog*", "copying*", "*.md")
+"""Names (case aside) of the notes a release ships beside its data, never read as data."""
+
+
+def is_document(path: Path) -> bool:
+    """A README, licence or other note (DOCUMENTS), e.g. Criteo's readme.txt."""
+    return any(fnmatch(path.name.lower(), g) for g in DOCUMENTS)
 
 
 def _stem(name: str) -> str:

@@ -35,7 +35,7 @@ class Criteo(Format):
     name = "criteo"
     description = "Criteo Kaggle train.txt / Criteo 1TB day_N (label, I1..I13, C1..C26; TSV)"
     default_min_count = 10
-    file_patterns = ("train.txt", "day_*", "*.tsv", "*.txt")
+    file_patterns = ("train.txt", "day_*", "*.tsv")  # not Kaggle's unlabelled test.txt
     layout = TextLayout(
         delimiter="\t",
         columns=("label", *INTEGER, *CATEGORICAL),

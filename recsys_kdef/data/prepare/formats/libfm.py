@@ -66,7 +66,12 @@ class LibFM(Format):
     def inspect(self, path: Path) -> None:
         """Take the field count from the first line of `path` (names f1.. unless given)."""
         with open_raw(path) as stream:
-            first = stream.read(1 << 16).split(b"\n", 1)[0].split()
+            head = stream.read(1 << 16)
+        if not head.strip():
+            raise DataError(
+                f"{path}: no data rows (the file is empty); expected {self.description}"
+            )
+        first = head.split(b"\n", 1)[0].split()
         width = len(first) - 1
         if width < 1:
             raise DataError(f"{path}:1: expected 'label idx:val ...', got {first!r}")

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from recsys_kdef.config.loading import yaml_problem
 from recsys_kdef.data.prepare.formats.base import (
     Features,
     FieldSpec,
@@ -114,17 +115,12 @@ class TableSpec:
         if not path.is_file():
             raise DataError(f"{path}: spec file not found")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-            problem = getattr(e, "problem", None) or str(e)
+            data = yaml.safe_load(path.read_bytes().decode()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise DataError(
-                f"{where}: not valid YAML ({problem}); expected a mapping like "
+                f"{yaml_problem(path, e)}; expected a mapping like "
                 "'label: clicked', 'sparse: [user_id, item_id]'"
             ) from None
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not UTF-8 text ({e})") from None
         if not isinstance(data, dict):
             raise DataError(
                 f"{path}: expected a mapping of keys (label, sparse, ...), got a "
