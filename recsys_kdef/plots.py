@@ -43,9 +43,19 @@ def ticks_at(axis, values: Iterable[int]) -> list[int]:
     return ticks
 
 
-def integer_axis(axis) -> None:
-    """Ticks on integers only (steps, epochs), as many as fit."""
-    axis.set_major_locator(MaxNLocator(integer=True))
+def integer_axis(axis, values: Iterable[int] | None = None) -> None:
+    """Ticks on integers only (steps, epochs): at exactly `values` when there are few of them
+    (one validation point would otherwise get ticks 4.8, 5.0, 5.2), else as many as fit."""
+    few = sorted({int(v) for v in values}) if values is not None else []
+    if 0 < len(few) <= 10:
+        ticks_at(axis, few)
+    else:
+        axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def plural(n: int, word: str) -> str:
+    """'1 epoch', '2 epochs'."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def mean_std_text(mean: float, std: float, n: int, digits: int = 4) -> str:

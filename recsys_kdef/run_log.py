@@ -50,8 +50,9 @@ class RunLog:
     def __init__(self, out_dir: str | Path, *, enabled: bool, tensorboard: bool = False) -> None:
         self.out_dir = Path(out_dir)
         self.enabled = enabled
-        self._handler: logging.Handler | None = None
+        self._handler: _LazyFileHandler | None = None
         self._writer = None
+        self._tensorboard = tensorboard and enabled
         self._project = logging.getLogger("recsys_kdef")
         self._level = self._project.level
         if tensorboard:
@@ -64,10 +65,6 @@ class RunLog:
         logging.getLogger().addHandler(self._handler)  # this project's INFO, libraries' WARNING
         if self._project.getEffectiveLevel() > logging.INFO:  # run() called without main()
             self._project.setLevel(logging.INFO)
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(self.out_dir / TENSORBOARD_DIR))  # makes out_dir
 
     @property
     def files(self) -> list[Path]:
@@ -75,7 +72,7 @@ class RunLog:
         if not self.enabled:
             return []
         paths = [self.out_dir / LOG_FILE]
-        return paths + ([self.out_dir / TENSORBOARD_DIR] if self._writer is not None else [])
+        return paths + ([self.out_dir / TENSORBOARD_DIR] if self._tensorboard else [])
 
     def echo(self, text: str) -> None:
         """Print `text` (rank 0) and keep it in train.log, each line under one timestamp."""
@@ -86,10 +83,20 @@ class RunLog:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             self._handler.write(f"{stamp} printed:\n{text}\n")
 
+    def note(self, text: str) -> None:
+        """Keep `text` in train.log only (e.g. why the run failed: main prints that itself)."""
+        if self._handler is not None:
+            self._handler.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+
     def validation(self, point: Any) -> None:
-        """Write one validation point (trainer.Validation) as TensorBoard scalars at its step."""
-        if self._writer is None:
+        """Write one validation point (trainer.Validation) as TensorBoard scalars at its step
+        (the writer, and with it the output directory, made at the first point)."""
+        if not self._tensorboard:
             return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.out_dir / TENSORBOARD_DIR))
         for tag, value in validation_scalars(point).items():
             self._writer.add_scalar(tag, value, point.step)
         self._writer.flush()
@@ -167,5 +174,5 @@ def plot_learning_curve(history: list[dict], path: Path, title: str) -> Path | N
     axes[0].set(xlabel="step", ylabel="validation AUC", title=f"{title}: validation AUC")
     axes[1].set(xlabel="step", ylabel="logloss", title="training loss, validation logloss")
     for ax in axes:
-        integer_axis(ax.xaxis)
+        integer_axis(ax.xaxis, steps)
     return save_figure(fig, axes, path)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from recsys_kdef.config import load_config
 from recsys_kdef.io import atomic_path
-from recsys_kdef.plots import mean_std_text, save_figure, subplots, ticks_at
+from recsys_kdef.plots import mean_std_text, plural, save_figure, subplots, ticks_at
 
 TRAIN_SCRIPT = Path(__file__).with_name("train.py")
 # per objective: the overrides that select it, and the head that is "the ensemble"
@@ -253,8 +253,9 @@ def plot(rows: list[dict], out: Path, context: str = "") -> list[Path]:
 def study_context(config: str, overrides: list[str], seeds: int) -> str:
     """'<dataset>, <epochs> epochs, <seeds> seeds': what every figure of the study is about."""
     cfg = load_config(["--config", config, *overrides])
-    epochs = f"{cfg.train.epochs} epoch" + ("s" if cfg.train.epochs != 1 else "")
-    return f"{Path(cfg.data.path).name}, {epochs}, {seeds} seed" + ("s" if seeds != 1 else "")
+    return (
+        f"{Path(cfg.data.path).name}, {plural(cfg.train.epochs, 'epoch')}, {plural(seeds, 'seed')}"
+    )
 
 
 def format_summary(rows: list[dict]) -> str:

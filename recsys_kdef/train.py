@@ -35,6 +35,7 @@ from recsys_kdef.models.teacher_student import build_training_model, model_prefi
 from recsys_kdef.models.train_wrapper import EnsembleTrain
 from recsys_kdef.objectives import build_objective
 from recsys_kdef.outputs import check_writable
+from recsys_kdef.plots import plural
 from recsys_kdef.report import build_report, format_table, write_json_atomic
 from recsys_kdef.run_log import LEARNING_CURVE, RunLog, plot_learning_curve, require_tensorboard
 from recsys_kdef.trainer import NonFiniteLoss, Trainer
@@ -111,10 +112,11 @@ def run(cfg: ExperimentConfig, ctx: DistContext) -> dict:
     check_writable(out / CHECKPOINTS, "train.output_dir (its checkpoints/)", ConfigError)
     if cfg.train.tensorboard:
         require_tensorboard()  # every rank, before any work
-    job = build_job(cfg, ctx)  # a data or config error here leaves no output directory
+    # train.log from here on (the sharding plan included); created at its first line, so a
+    # data or config error in build_job leaves no output directory
     log = RunLog(cfg.train.output_dir, enabled=ctx.is_main, tensorboard=cfg.train.tensorboard)
     try:
-        return _run(cfg, ctx, job, log)
+        return _run(cfg, ctx, build_job(cfg, ctx), log)
     finally:
         log.close()
 
@@ -138,6 +140,7 @@ def _run(cfg: ExperimentConfig, ctx: DistContext, job: Job, log: RunLog) -> dict
     except (NonFiniteLoss, TrainingDiverged) as e:
         if ctx.is_main:  # the run is recorded as failed, never as a result
             write_json_atomic(out / "metrics.json", failed_report(to_dict(cfg), e))
+            log.note(f"run failed: {e}")
         raise
     # the test split may be large: gAUC's rows wait on disk (validation keeps them in memory)
     test = evaluate(job.module, job.readers.test, ctx, spill_dir=cfg.train.output_dir)
@@ -163,7 +166,7 @@ def _run(cfg: ExperimentConfig, ctx: DistContext, job: Job, log: RunLog) -> dict
             log.echo(
                 f"Bayes-optimal test AUC of the synthetic data: {job.schema.extra['bayes_auc']['test']:.5f}"
             )
-        title = f"{Path(cfg.data.path).name}, {cfg.train.epochs} epochs, seed {cfg.train.seed}"
+        title = f"{Path(cfg.data.path).name}, {plural(cfg.train.epochs, 'epoch')}, seed {cfg.train.seed}"
         curve = plot_learning_curve(report["history"], out / LEARNING_CURVE, title)
         written = [out / "metrics.json", out / "checkpoints/best", *log.files]
         log.echo("written: " + ", ".join(str(p) for p in [*written, *([curve] if curve else [])]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,8 @@ def test_a_validation_auc_near_chance_fails_the_run(tiny_dataset, tmp_path):
     report = json.loads((out / "metrics.json").read_text())
     assert report["status"] == "failed" and "divergence_min_auc=0.99" in report["error"]
     assert "test" not in report  # no result is reported for a failed run
+    log = (out / "train.log").read_text()  # why it failed, under a timestamp
+    assert re.search(r"\d\d:\d\d:\d\d run failed: .*divergence_min_auc=0\.99", log)
 
 
 @pytest.mark.slow
@@ -125,6 +128,8 @@ def test_a_diverging_run_exits_nonzero_and_is_recorded_failed(tiny_dataset, tmp_
     report = json.loads((out / "metrics.json").read_text())
     assert report["status"] == "failed" and report["error"].startswith("training diverged")
     assert report["failed_at_step"] >= 1 and "history" not in report
+    log = (out / "train.log").read_text()  # the plan (logged before training) and the failure
+    assert "sharding plan" in log and "run failed: training diverged" in log
 
 
 @pytest.mark.parametrize("where", ["under-a-file", "checkpoints-is-a-file", "proc"])
@@ -157,3 +162,29 @@ def test_evaluate_out_is_checked_before_the_checkpoint_is_read(tmp_path):
     argv = ["--checkpoint", str(fake), "--data", str(tmp_path), "--out", str(blocker / "eval")]
     with pytest.raises(SystemExit, match=f"--out={blocker / 'eval'}: cannot create it"):
         main(argv)
+
+
+@pytest.mark.parametrize("tool", ["export", "diagnose", "predict"])
+def test_other_tools_check_their_outputs_before_reading_anything(tmp_path, tool):
+    """A checkpoint (or model) that would fail to load: the output location fails first."""
+    from recsys_kdef import diagnose, export, predict
+
+    fake = tmp_path / "ckpt"
+    fake.mkdir()
+    (fake / "meta.json").write_text("{")
+    (fake / ".metadata").write_text("")
+    (fake / "model.pt").write_text("")
+    blocker = tmp_path / "plain-file"
+    blocker.write_text("x")
+    target = blocker / "out"
+    argv, main = {
+        "export": (["--checkpoint", str(fake), "--out", str(target)], export.main),
+        "diagnose": (["--checkpoint", str(fake), "--out", str(target)], diagnose.main),
+        "predict": (
+            ["--model", str(fake), "--input", str(blocker), "--output", str(target / "p.parquet")],
+            predict.main,
+        ),
+    }[tool]
+    with pytest.raises(SystemExit, match=rf"--out.*={target}.*: cannot create it: {blocker} is a"):
+        main(argv)
+    assert blocker.read_text() == "x"

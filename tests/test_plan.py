@@ -289,3 +289,20 @@ def test_identical_ranks_print_as_one_row_and_the_figure_is_written(tiny_dataset
     summary = plan_for(tiny_dataset, "--planner.sharding_types", "[data_parallel]", world="2x4")
     series = rank_series(summary)
     assert len(series["used_gb"]) == 8 and len(set(series["used_gb"])) == 1
+    assert all(r > 0 for r in series["reserved_gb"])  # drawn under the tables
+
+
+def test_the_rank_figure_labels_at_most_8_ranks_a_panel(monkeypatch, tmp_path):
+    import recsys_kdef.plan.figure as figure
+    from recsys_kdef.plan.summary import RankInfo
+
+    seen = {}
+    monkeypatch.setattr(figure, "save_figure", lambda fig, axes, path: seen.update(axes=axes))
+
+    class Plan:  # what plot_ranks reads of a PlanSummary: 16 ranks of a 2x8 job
+        compute_device, device, batch_size = "cuda", "h100", 2048
+        ranks = [RankInfo(r, 80 << 30, 0, 12 << 30, 0, 7 << 20, 0, 0.1, 44) for r in range(16)]
+
+    figure.plot_ranks(Plan(), tmp_path / "ranks.png")
+    for ax in seen["axes"]:
+        assert [int(t) for t in ax.get_xticks()] == [0, 2, 4, 6, 8, 10, 12, 14]

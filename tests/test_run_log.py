@@ -135,4 +135,6 @@ def test_learning_curve_draws_every_head_on_integer_steps(tmp_path, monkeypatch)
     assert seen["title"].startswith("tiny, 3 epochs, seed 1")
     assert seen["labels"] == ["student_0", "ensemble"]  # best_student repeats a student
     assert seen["ticks"] and all(float(t).is_integer() for t in seen["ticks"])
+    plot_learning_curve(history[:1], tmp_path / "curve.png", "x")  # one validation point
+    assert list(seen["axes"][0].get_xticks()) == [1]  # not 0.8, 0.9, 1.0, 1.1
     assert plot_learning_curve([], tmp_path / "none.png", "x") is None
