@@ -6,7 +6,8 @@ AUC comes from fine score histograms (recsys_kdef.binned_auc), reported with its
 Logloss (natural log, as FuxiCTR and scikit-learn; TorchRec reports bits) and NE (logloss
 over the entropy of the base rate) come from running sums reduced across ranks, with
 predictions clamped to [1e-12, 1 - 1e-12] as TorchRec's NE does (whose NEMetric keeps about
-50 bytes per row evaluated in its update path, so it is not used here).
+50 bytes per row evaluated in its update path, so it is not used here; the value equals
+torchrec.metrics.ne.compute_ne's: tests/test_library_parity.py).
 gAUC is the mean, over groups (users) that have both a click and a non-click, of the AUC
 within the group, exact: rows are kept in partitions by hash(group), on disk with
 `spill_dir` (recsys_kdef.group_rows), and each partition is gathered on one rank and sorted

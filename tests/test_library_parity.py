@@ -3,6 +3,7 @@ LR decay with torch's ReduceLROnPlateau, the binned AUC with torchrec.metrics' A
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchrec.metrics.auc import compute_auc
@@ -44,3 +45,22 @@ def test_binned_auc_matches_torchrec_within_its_bound():
     auc, bound = ours.compute()
     theirs = compute_auc(1, [p[None]], [y[None]], [torch.ones(1, n)])
     assert abs(float(auc) - float(theirs)) <= float(bound) + 1e-7 and float(bound) < 1e-4
+
+
+def test_ne_matches_torchrec_compute_ne():
+    """NE (logloss over the base rate's entropy) as torchrec.metrics.ne computes it, from the
+    running sums EvalMetrics keeps instead of NEMetric's per-row state."""
+    from torchrec.metrics.ne import compute_cross_entropy, compute_ne
+
+    from recsys_kdef.metrics import EPS, EvalMetrics
+
+    torch.manual_seed(1)
+    n = 50_000
+    y = (torch.rand(n) < 0.08).double()
+    p = torch.sigmoid(torch.randn(n) + 2.0 * y - 2.5).double()
+    ours = EvalMetrics(["h"], rank=0, world_size=1, with_gauc=False)
+    ours.update(p[:, None], y)
+    ce = compute_cross_entropy(y, p, torch.ones(n, dtype=torch.float64), EPS)
+    pos, neg = y.sum(), (1 - y).sum()
+    theirs = compute_ne(ce.sum(), torch.tensor(float(n)), pos, neg, EPS)
+    assert ours.compute()["h"]["ne"] == pytest.approx(float(theirs), rel=1e-9)
