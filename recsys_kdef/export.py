@@ -117,10 +117,14 @@ def student_label(chosen: int | None, asked: str, valid: dict | None) -> str:
 
 def copy_vocabularies(dataset: Path, out_dir: Path) -> None:
     """The dataset's vocab/ beside model.pt, so the artifact scores raw values on its own
-    (synthetic datasets have none)."""
+    (synthetic datasets have none). New files, not copytree: their mode comes from this
+    process's umask, not from whoever prepared the dataset."""
     source = dataset / VOCAB_DIR
-    if source.is_dir():
-        shutil.copytree(source, out_dir / VOCAB_DIR, dirs_exist_ok=True)
+    for path in sorted(source.rglob("*")) if source.is_dir() else []:
+        target = out_dir / VOCAB_DIR / path.relative_to(source)
+        if path.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
 
 
 def main(argv: list[str] | None = None) -> None:

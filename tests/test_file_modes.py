@@ -18,7 +18,7 @@ from recsys_kdef.data.prepare.__main__ import main as prepare_main
 from recsys_kdef.data.prepare.fake import make_fake
 from recsys_kdef.data.synthetic import generate
 from recsys_kdef.distributed import destroy_distributed, init_distributed
-from recsys_kdef.export import export_artifact
+from recsys_kdef.export import copy_vocabularies, export_artifact
 from recsys_kdef.io import atomic_path
 from recsys_kdef.train import run
 
@@ -102,3 +102,17 @@ def test_a_run_its_checkpoints_evaluation_and_export_take_the_umask(tiny_dataset
     assert {"metrics.json", ".metadata", "__0_0.distcp", "meta.json", "rank-0.pt"} <= names
     assert {"evaluation.json", "roc.png", "calibration.png", "model.pt"} <= names
     assert_modes(out, mask)
+
+
+@pytest.mark.parametrize("mask", UMASKS)
+def test_exported_vocabularies_take_this_process_umask_not_the_datasets(tmp_path, mask):
+    """A dataset prepared under the other umask: the artifact's vocab/ copy is new files."""
+    other = 0o077 if mask == 0o022 else 0o022
+    raw = make_fake("criteo", tmp_path / "raw", 400, seed=1)
+    with umask(other):
+        prepare_main(["criteo", "--raw", str(raw[0]), "--out", str(tmp_path / "prepared"),
+                      "--no-progress"])  # fmt: skip
+    with umask(mask):
+        copy_vocabularies(tmp_path / "prepared", tmp_path / "artifact")
+    assert any((tmp_path / "artifact" / "vocab").glob("*.parquet"))
+    assert_modes(tmp_path / "artifact", mask)

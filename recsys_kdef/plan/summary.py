@@ -148,7 +148,7 @@ class PlanSummary:
             if data.get("format") != FORMAT:
                 raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r}")
             return cls.from_json(data)
-        except (ValueError, KeyError, TypeError) as e:
+        except (AttributeError, ValueError, KeyError, TypeError) as e:
             raise ConfigError(
                 f"planner.plan_file: {path} is not a plan written by `python -m recsys_kdef.plan "
                 f"--json`: {e}"
