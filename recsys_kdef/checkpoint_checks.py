@@ -43,10 +43,26 @@ def check_sums(directory: Path, recorded: dict[str, list], names: Iterable[str])
     problems = []
     for name in names:
         path = directory / name
+        entry = recorded[name]
+        parts = Path(name).parts
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 2
+            and isinstance(entry[0], int)
+            and isinstance(entry[1], str)
+            and parts
+            and not Path(name).is_absolute()
+            and ".." not in parts
+        ):
+            problems.append(
+                f"{directory}/meta.json: its record of {name!r} is not [bytes, crc32] of a "
+                "file in the checkpoint; the checkpoint is damaged or was altered"
+            )
+            continue
         if not path.is_file():
             problems.append(f"{path}: missing (named by {directory}/meta.json)")
             continue
-        size, crc = recorded[name]
+        size, crc = entry
         have = path.stat().st_size
         if have != size:
             problems.append(

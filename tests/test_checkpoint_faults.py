@@ -128,6 +128,17 @@ def test_a_damaged_meta_json_is_named(one_rank_run, tmp_path, text, expected):
         ckpt.load_checkpoint(run_dir)
 
 
+@pytest.mark.parametrize("record", [{"../../x": [1, "00000000"]}, {"__0_0.distcp": "x"}])
+def test_a_malformed_record_of_sums_is_named(one_rank_run, tmp_path, record):
+    run_dir = copy_run(one_rank_run, tmp_path / "run")
+    best = run_dir / ckpt.CHECKPOINTS / ckpt.BEST
+    meta = json.loads((best / ckpt.META).read_text())
+    meta["files"] |= record
+    (best / ckpt.META).write_text(json.dumps(meta))
+    with pytest.raises(ckpt.CheckpointError, match=r"meta.json: its record of .* is not \[bytes"):
+        ckpt.load_checkpoint(run_dir)
+
+
 def test_export_and_diagnose_of_a_checkpoint_whose_tensors_differ_name_them(one_rank_run, tmp_path):
     """meta.json says K=3, the shards hold K=2: every full-weights loader says so, no
     state-dict traceback, no artifact."""
