@@ -210,12 +210,19 @@ def resolve(path: str | Path) -> Path:
     )
 
 
-def load_into(directory: str | Path, module: nn.Module, optimizer: Any | None = None) -> None:
+ALTERED = f"the model {META}'s config describes: the checkpoint is damaged or was altered"
+"""Why tensors differ from the model built from the checkpoint's own config."""
+
+
+def load_into(
+    directory: str | Path, module: nn.Module, optimizer: Any | None = None, hint: str | None = None
+) -> None:
     """Load a checkpoint into a (possibly differently) sharded `module` and `optimizer`.
 
     A collective. DCP reads each rank's shards from wherever they were written (resharding).
     The optimizer's lazily created state (dense Adam) is materialised first so DCP has
-    somewhere to load it.
+    somewhere to load it. `hint`: why the module's tensors may differ from the saved ones
+    (ALTERED when `module` was built from the checkpoint's own config).
     """
     directory = Path(directory)
     meta = read_meta(directory)
@@ -226,7 +233,7 @@ def load_into(directory: str | Path, module: nn.Module, optimizer: Any | None = 
     if optimizer is not None:
         optimizer.init_state()
         state["optim"] = optimizer.state_dict()
-    check_tensors(directory, metadata, state["model"])
+    check_tensors(directory, metadata, state["model"], **({"hint": hint} if hint else {}))
     _load(state, directory)
     module.load_state_dict(state["model"])
     if optimizer is not None:
@@ -278,13 +285,7 @@ def load_full_model_state(directory: str | Path, prefix: str) -> dict[str, torch
         from_dict(ExperimentConfig, meta["config"]).model, Schema.from_json(meta["schema"])
     )
     expected = {prefix + k: v for k, v in model.state_dict().items()}
-    check_tensors(
-        directory,
-        metadata,
-        expected,
-        within=f"model.{prefix}",
-        hint=f"the model {META}'s config describes: the checkpoint is damaged or was altered",
-    )
+    check_tensors(directory, metadata, expected, within=f"model.{prefix}", hint=ALTERED)
     key_prefix = f"model.{prefix}"
     template: dict[str, torch.Tensor] = {}
     for key, item in metadata.state_dict_metadata.items():

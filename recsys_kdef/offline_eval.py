@@ -74,7 +74,7 @@ def run_evaluation(args: argparse.Namespace, ctx: DistContext) -> dict:
     schema = Schema.load(args.data)
     schema.check_compatible(Schema.from_json(meta["schema"]), f"checkpoint {directory}")
     module, _ = build_module(cfg, schema, ctx, load_teachers=False)
-    ckpt.load_into(directory, module)
+    ckpt.load_into(directory, module, hint=ckpt.ALTERED)  # the model of its own meta.json
     reader = ParquetBatchReader(
         list_split_files(args.data, args.split),
         schema,
