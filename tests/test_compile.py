@@ -9,9 +9,9 @@ import torch
 from multiprocess import run_multiprocess
 from test_distributed import setup
 
-from recsys_kdef.distributed import build_optimizer
-from recsys_kdef.evaluate import evaluate
-from recsys_kdef.trainer import Trainer
+from recsys_kdef.distributed.optimizers import build_optimizer
+from recsys_kdef.eval.evaluate import evaluate
+from recsys_kdef.training.trainer import Trainer
 
 STEPS = 4
 # an MLP group (bmm) beside a vmapped ECN pair, confidence fusion and CETNet's loss; no

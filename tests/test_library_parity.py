@@ -7,8 +7,8 @@ import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchrec.metrics.auc import compute_auc
 
-from recsys_kdef.binned_auc import BinnedAUC
-from recsys_kdef.trainer import decay_on_plateau
+from recsys_kdef.eval.binned_auc import BinnedAUC
+from recsys_kdef.training.early_stopping import decay_on_plateau
 
 
 def test_plateau_decay_is_reduce_lr_on_plateau_step_for_step():

@@ -27,7 +27,7 @@ import torch
 
 from recsys_kdef.config import load_config
 from recsys_kdef.data.schema import Schema, SparseField
-from recsys_kdef.distributed import quiet_library_warnings
+from recsys_kdef.distributed.library_warnings import quiet_library_warnings
 from recsys_kdef.plan.__main__ import DEVICES, plan_schema
 from recsys_kdef.plan.text import format_summary, ranks_section, totals_section
 

@@ -8,7 +8,7 @@
 * Agreement: the correlation of the students' logits on validation rows; students that all
   say the same thing add nothing to their ensemble (KDEF's collapse).
 
-    python -m recsys_kdef.diagnose --checkpoint runs/demo [--data DIR] [--out DIR]
+    python -m recsys_kdef.analysis.diagnose --checkpoint runs/demo [--data DIR] [--out DIR]
 
 Writes diagnose.json and PNG figures to --out (default: beside the checkpoint, never inside
 it: <run>/diagnose/<checkpoint name>/).
@@ -26,16 +26,16 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from recsys_kdef.checkpoint import CheckpointError, load_checkpoint
+from recsys_kdef.checkpoint.paths import beside_checkpoint, written_line
+from recsys_kdef.checkpoint.store import CheckpointError, load_checkpoint
 from recsys_kdef.config import ExperimentConfig
 from recsys_kdef.config.loading import from_dict
 from recsys_kdef.data.reader import ParquetBatchReader, list_split_files
 from recsys_kdef.data.schema import DataError, Schema
+from recsys_kdef.figures import integer_axis, save_figure, subplots, ticks_at
 from recsys_kdef.io import atomic_path
 from recsys_kdef.models.ensemble import build_model
 from recsys_kdef.models.students import student_groups
-from recsys_kdef.output_paths import beside_checkpoint, written_line
-from recsys_kdef.plots import integer_axis, save_figure, subplots, ticks_at
 
 TABLE_PREFIX = "sparse_arch.embedding_bag_collection.embedding_bags."
 

@@ -2,7 +2,7 @@
 paper's pictures of it (Fig. 2/4/8): ensemble AUC vs K per objective, best and worst student
 vs K, the gap between ensemble and worst student, and training cost vs K.
 
-    python -m recsys_kdef.study --config configs/demo.yaml --students 1,2,4,6,8,10 \
+    python -m recsys_kdef.analysis.study --config configs/demo.yaml --students 1,2,4,6,8,10 \
         --objectives mean,kdef,cetnet --seeds 3 --out runs/study [--nproc 2] [--section.key v ...]
 
 Each run is `recsys_kdef/train.py` in its own process (or a TorchX job with `--nproc`), with
@@ -31,10 +31,10 @@ import yaml
 from tqdm import tqdm
 
 from recsys_kdef.config import load_config
+from recsys_kdef.figures import mean_std_text, save_figure, subplots, ticks_at
 from recsys_kdef.io import atomic_path
-from recsys_kdef.plots import mean_std_text, save_figure, subplots, ticks_at
 
-TRAIN_SCRIPT = Path(__file__).with_name("train.py")
+TRAIN_SCRIPT = Path(__file__).parents[1] / "train.py"
 # per objective: the overrides that select it, and the head that is "the ensemble"
 OBJECTIVES = {
     "mean": (["--objective.name", "mean"], "ensemble"),

@@ -6,10 +6,9 @@ import torch
 from torch import nn
 
 from recsys_kdef.data.batch import Batch
-from recsys_kdef.models.ensemble import EnsembleOutput
 from recsys_kdef.models.fusion import HiddenFusion
+from recsys_kdef.models.outputs import DistillOutput, EnsembleOutput
 from recsys_kdef.models.students import StudentTowers
-from recsys_kdef.models.teacher_student import DistillOutput
 from recsys_kdef.objectives.base import ObjectiveOutput
 
 
@@ -20,7 +19,7 @@ class EnsembleTrain(nn.Module):
     row b reads. "whole_table": loss = objective + (l2 / 2) * sum ||E||^2 over every trainable
     table weight (FuxiCTR's embedding_regularizer); the tables must be dense parameters
     (unsharded, or data_parallel), which shard_model arranges. "decoupled" adds no term: the
-    trainer decays whole tables after each step (recsys_kdef.table_decay). The L2 term lives here rather
+    trainer decays whole tables after each step (recsys_kdef.training.table_decay). The L2 term lives here rather
     than in the sparse optimizer because fbgemm's CPU kernels ignore weight decay.
 
     Students with an auxiliary loss of their own (DIEN's, `EnsembleOutput.aux_loss` (K,)) add
@@ -88,7 +87,7 @@ class EnsembleTrain(nn.Module):
     def l2_penalty(self, output: EnsembleOutput) -> torch.Tensor | None:
         """What embedding_l2 multiplies: half the whole tables' squared norm, or the mean
         squared norm of the pooled embeddings a row reads (None if the model has none)."""
-        if self.l2_mode == "decoupled":  # a decay after the step (recsys_kdef.table_decay)
+        if self.l2_mode == "decoupled":  # a decay after the step (recsys_kdef.training.table_decay)
             return None
         if self.l2_mode == "whole_table":
             return sum(w.pow(2).sum() for w in self.table_weights()) / 2

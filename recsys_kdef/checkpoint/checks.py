@@ -14,7 +14,7 @@ from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadat
 SHOWN = 5  # names listed per kind of difference
 
 
-from recsys_kdef.safe_dcp import CheckpointError, read_metadata  # noqa: E402
+from recsys_kdef.checkpoint.safe_dcp import CheckpointError, read_metadata  # noqa: E402
 
 
 def check_storage(directory: Path) -> Metadata:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recsys_kdef.checkpoint import CHECKPOINTS
+from recsys_kdef.checkpoint.store import CHECKPOINTS
 
 
 def beside_checkpoint(checkpoint: str | Path, name: str) -> Path:

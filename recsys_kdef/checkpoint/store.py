@@ -30,10 +30,10 @@ from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-from recsys_kdef import safe_dcp
-from recsys_kdef.checkpoint_checks import check_storage, check_tensors
+from recsys_kdef.checkpoint import safe_dcp
+from recsys_kdef.checkpoint.checks import check_storage, check_tensors
+from recsys_kdef.checkpoint.safe_dcp import CheckpointError  # raised by every loader here
 from recsys_kdef.io import atomic_path
-from recsys_kdef.safe_dcp import CheckpointError  # raised by every loader here
 
 FORMAT = 2
 CHECKPOINTS = "checkpoints"

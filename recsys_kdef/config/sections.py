@@ -417,9 +417,9 @@ class TrainConfig:
     2.0-4.7 s per step with 2 threads and 0.23 s with 1 (tools/bench_train.py)."""
     cpu_keep_freed_memory: bool = True
     """CPU only: glibc's malloc serves every tensor from its heap and keeps freed memory for
-    the next step (recsys_kdef.cpu_memory), where it would mmap each block above 32 MiB and
-    unmap it on free, so that every step page-faulted its large activations in again. On 2
-    cores it took K=10 from 3.7 to 2.2 s per step (README); the process keeps its peak memory."""
+    the next step (recsys_kdef.training.process_settings), where it would mmap each block above
+    32 MiB and unmap it on free, so that every step page-faulted its large activations in again.
+    On 2 cores it took K=10 from 3.7 to 2.2 s per step (README); the process keeps its peak memory."""
     autocast: Literal["none", "bf16"] = "none"
     """bf16: the training forward under torch.autocast(bfloat16): the towers' matmuls run in
     bf16 (AMX / tensor cores), their batch norms, the loss and the embeddings stay float32.

@@ -120,7 +120,7 @@ class BatchRunner:
     def _pipelined_forward(self, batch: Batch) -> tuple[torch.Tensor, Any]:
         """The pipeline always runs backward and step when training: a batch without a loss gets
         a loss with no graph, whose backward makes no gradient; zero_grad left every gradient
-        None, so the step changes nothing (tests/test_pipeline.py checks the state)."""
+        None, so the step changes nothing (tests/distributed/test_batch_runner.py checks the state)."""
         loss, out = self._forward(batch)
         if loss is None:
             loss = torch.zeros((), device=self.device, requires_grad=True)

@@ -1,6 +1,13 @@
-"""The offline evaluation job behind `python -m recsys_kdef.evaluate` (see its docstring):
-shard a checkpoint's model over this job's ranks (DCP reshards), stream a split, write
-evaluation.json, plots and optional per-rank prediction files."""
+"""The offline evaluation job: shard a checkpoint's model over this job's ranks (DCP reshards),
+stream a split, write evaluation.json, plots and optional per-rank prediction files:
+
+    recsys-kdef-evaluate --checkpoint runs/demo --data data/demo [--split test] \
+        [--heads student_0,ensemble] [--predictions preds/] [--out eval/]
+    torchrun --nproc_per_node 4 -m recsys_kdef.eval --checkpoint runs/demo --data data/demo
+
+The job streams the split (bounded memory), writes `<out>/evaluation.json` and PNG plots
+(ROC, calibration, per-head bars), and with --predictions one Parquet file per rank.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +16,20 @@ import logging
 import sys
 from pathlib import Path
 
-from recsys_kdef import checkpoint as ckpt
-from recsys_kdef.checkpoint import CheckpointError
+from recsys_kdef.builders.job import build_module
+from recsys_kdef.checkpoint import store as ckpt
+from recsys_kdef.checkpoint.paths import beside_checkpoint, written_line
+from recsys_kdef.checkpoint.store import CheckpointError
 from recsys_kdef.config import ConfigError, ExperimentConfig
 from recsys_kdef.config.loading import from_dict
 from recsys_kdef.data.reader import ParquetBatchReader, list_split_files
 from recsys_kdef.data.schema import DataError, Schema
-from recsys_kdef.distributed import (
-    DistContext,
-    destroy_distributed,
-    init_distributed,
-    quiet_library_warnings,
-)
-from recsys_kdef.eval_plots import plot_calibration, plot_heads, plot_roc
-from recsys_kdef.evaluate import PredictionWriter, evaluate
-from recsys_kdef.output_paths import beside_checkpoint, written_line
-from recsys_kdef.outputs import check_writable
-from recsys_kdef.report import format_table, with_best_student, write_json_atomic
-from recsys_kdef.train import build_module
+from recsys_kdef.distributed.library_warnings import quiet_library_warnings
+from recsys_kdef.distributed.process import DistContext, destroy_distributed, init_distributed
+from recsys_kdef.eval.evaluate import PredictionWriter, evaluate
+from recsys_kdef.eval.plots import plot_calibration, plot_heads, plot_roc
+from recsys_kdef.eval.report import format_table, with_best_student, write_json_atomic
+from recsys_kdef.io import check_writable
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

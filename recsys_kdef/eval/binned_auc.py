@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from recsys_kdef.distributed import all_reduce_sum
+from recsys_kdef.distributed.collectives import all_reduce_sum
 
 MANTISSA_BITS = 14
 MIN_EXPONENT = -24

@@ -1,14 +1,7 @@
 """Evaluation: one pass of every head's AUC / logloss / NE / gAUC / calibration, the mean loss
 components and objective weights (exam lambda / mu, fusion weights), reduced over all ranks;
-used inside training and by the offline job on a checkpoint (recsys_kdef.offline_eval), on
-any number of ranks:
-
-    python -m recsys_kdef.evaluate --checkpoint runs/demo --data data/demo [--split test] \
-        [--heads student_0,ensemble] [--predictions preds/] [--out eval/]
-    torchrun --nproc_per_node 4 -m recsys_kdef.evaluate --checkpoint runs/demo --data data/demo
-
-The job streams the split (bounded memory), writes `<out>/evaluation.json` and PNG plots
-(ROC, calibration, per-head bars), and with --predictions one Parquet file per rank.
+used inside training and by the offline job on a checkpoint (`python -m recsys_kdef.eval`), on
+any number of ranks.
 """
 
 from __future__ import annotations
@@ -25,10 +18,11 @@ from torch import nn
 from tqdm import tqdm
 
 from recsys_kdef.data.reader import ParquetBatchReader
-from recsys_kdef.distributed import DistContext, all_reduce_sum
+from recsys_kdef.distributed.batch_runner import BatchRunner
+from recsys_kdef.distributed.collectives import all_reduce_sum
+from recsys_kdef.distributed.process import DistContext
+from recsys_kdef.eval.metrics import EvalMetrics
 from recsys_kdef.io import atomic_path
-from recsys_kdef.metrics import EvalMetrics
-from recsys_kdef.pipeline import BatchRunner
 
 
 def best_student(metrics: dict[str, dict[str, float]]) -> int:
@@ -211,9 +205,3 @@ def _with_batch(module: nn.Module):
         return loss, (batch, outputs)
 
     return forward
-
-
-if __name__ == "__main__":  # the offline job lives in its own module (it builds on train)
-    from recsys_kdef.offline_eval import main
-
-    main()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recsys_kdef.distributed import all_reduce_sum, exchange_rows
+from recsys_kdef.distributed.collectives import all_reduce_sum, exchange_rows
 
 ROWS_PER_PARTITION = 1 << 19  # rows of all ranks in one spilled partition (in memory at once)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads sequential or strided ids

@@ -1,7 +1,7 @@
 """Evaluation metrics for several prediction heads at once (students, ensemble, ...).
 
 Every state is bounded in the number of rows, except gAUC's rows without a spill directory.
-AUC comes from fine score histograms (recsys_kdef.binned_auc), reported with its error bound
+AUC comes from fine score histograms (recsys_kdef.eval.binned_auc), reported with its error bound
 (`auc_bound`, typically below 1e-5); TorchRec's exact AUCMetric keeps every prediction.
 Logloss (natural log, as FuxiCTR and scikit-learn; TorchRec reports bits) and NE (logloss
 over the entropy of the base rate) come from running sums reduced across ranks, with
@@ -9,7 +9,7 @@ predictions clamped to [1e-12, 1 - 1e-12] as TorchRec's NE does (whose NEMetric 
 50 bytes per row evaluated in its update path, so it is not used here).
 gAUC is the mean, over groups (users) that have both a click and a non-click, of the AUC
 within the group, exact: rows are kept in partitions by hash(group), on disk with
-`spill_dir` (recsys_kdef.group_rows), and each partition is gathered on one rank and sorted
+`spill_dir` (recsys_kdef.eval.grouped_auc), and each partition is gathered on one rank and sorted
 by (group, score); ties count 1/2.
 Calibration (mean prediction / observed CTR) comes from running sums; with `curves=True`,
 fixed-width histograms of the predictions (bounded memory, summed over ranks) give the
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from recsys_kdef.binned_auc import BinnedAUC
-from recsys_kdef.distributed import all_reduce_sum
-from recsys_kdef.group_rows import GroupRows, num_partitions
+from recsys_kdef.distributed.collectives import all_reduce_sum
+from recsys_kdef.eval.binned_auc import BinnedAUC
+from recsys_kdef.eval.grouped_auc import GroupRows, num_partitions
 
 EPS = 1e-12  # predictions and the base rate are clamped to [EPS, 1 - EPS] in logloss and NE
 RELIABILITY_BINS = 10  # bins of about equal row counts of the calibration curve

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torchrec.distributed.types import ShardingPlan
 
-from recsys_kdef.evaluate import EvalResult, best_student
+from recsys_kdef.eval.evaluate import EvalResult, best_student
 from recsys_kdef.io import atomic_path
-from recsys_kdef.trainer import FitResult
+
+if TYPE_CHECKING:  # training builds on evaluation, not the other way round
+    from recsys_kdef.training.trainer import FitResult
 
 COLUMNS = ("auc", "logloss", "ne", "gauc", "calibration")
 HEADERS = {"calibration": "calib"}  # column titles where the key is too wide

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_kdef.models.teacher_student import DistillOutput, TeacherStudentModel
+from recsys_kdef.models.outputs import DistillOutput
+from recsys_kdef.models.teacher_student import TeacherStudentModel
 from recsys_kdef.objectives.base import ObjectiveOutput, per_student_bce
 
 

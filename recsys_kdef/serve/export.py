@@ -3,11 +3,11 @@
 The artifact is one file, `model.pt`: the (sub)model's weights, the ModelConfig and schema
 it needs, and which head predicts. No optimizer state, no sharding, no other student:
 
-    python -m recsys_kdef.export --checkpoint runs/demo --out artifacts/best     # best student
-    python -m recsys_kdef.export --checkpoint runs/demo --out artifacts/s2 --student 2
-    python -m recsys_kdef.export --checkpoint runs/demo --out artifacts/all --student ensemble
+    python -m recsys_kdef.serve.export --checkpoint runs/demo --out artifacts/best     # best student
+    python -m recsys_kdef.serve.export --checkpoint runs/demo --out artifacts/s2 --student 2
+    python -m recsys_kdef.serve.export --checkpoint runs/demo --out artifacts/all --student ensemble
 
-Score Parquet with it: `python -m recsys_kdef.predict --model artifacts/best ...`.
+Score Parquet with it: `python -m recsys_kdef.serve.predict --model artifacts/best ...`.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from recsys_kdef import checkpoint as ckpt
-from recsys_kdef.checkpoint import load_checkpoint
+from recsys_kdef.checkpoint import store as ckpt
+from recsys_kdef.checkpoint.store import load_checkpoint
 from recsys_kdef.config import FusionConfig, ModelConfig
 from recsys_kdef.config.loading import from_dict
 from recsys_kdef.io import atomic_path
 from recsys_kdef.models.students import locate_student, student_groups
-from recsys_kdef.raw_rows import VOCAB_DIR
+from recsys_kdef.serve.raw_rows import VOCAB_DIR
 
 ARTIFACT_FORMAT = 1
 

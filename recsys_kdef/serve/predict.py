@@ -1,6 +1,6 @@
 """Load an exported artifact (no process group, CPU) and score rows or Parquet files.
 
-    python -m recsys_kdef.predict --model artifacts/best --input data/demo/test/part-00000.parquet \
+    python -m recsys_kdef.serve.predict --model artifacts/best --input data/demo/test/part-00000.parquet \
         --output preds.parquet
 
 The output has one `prediction` column (the click probability) in input row order, plus the
@@ -22,16 +22,16 @@ from recsys_kdef.config.loading import from_dict
 from recsys_kdef.data.batch import Batch
 from recsys_kdef.data.reader import ParquetBatchReader
 from recsys_kdef.data.schema import DataError, Schema
-from recsys_kdef.export import ARTIFACT_FORMAT
 from recsys_kdef.io import atomic_path, load_versioned
 from recsys_kdef.models.ensemble import EnsembleModel, build_model
-from recsys_kdef.raw_rows import encode_raw, load_vocabularies
+from recsys_kdef.serve.export import ARTIFACT_FORMAT
+from recsys_kdef.serve.raw_rows import encode_raw, load_vocabularies
 
 
 class Predictor:
     """A standalone exported model: `predict(rows)` returns (B,) click probabilities of a
     Batch of prepared ids, or of raw rows (a dict or a pyarrow table of raw values, mapped
-    through the dataset's vocabularies: recsys_kdef.raw_rows)."""
+    through the dataset's vocabularies: recsys_kdef.serve.raw_rows)."""
 
     def __init__(
         self, model: EnsembleModel, schema: Schema, head: str, vocab_dir: Path | None = None
@@ -50,7 +50,7 @@ class Predictor:
             "model.pt",
             ARTIFACT_FORMAT,
             "exported model",
-            "make one with python -m recsys_kdef.export",
+            "make one with python -m recsys_kdef.serve.export",
         )
         schema = Schema.from_json(artifact["schema"])
         model = build_model(

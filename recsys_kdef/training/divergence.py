@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from recsys_kdef.config import TrainConfig
-from recsys_kdef.distributed import DistContext, all_reduce_sum
+from recsys_kdef.distributed.collectives import all_reduce_sum
+from recsys_kdef.distributed.process import DistContext
 
 _DECAY = 0.9  # of the running level: an exponential mean of the checked interval means
 

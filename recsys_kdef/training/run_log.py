@@ -151,7 +151,7 @@ def plot_learning_curve(history: list[dict], path: Path, title: str) -> Path | N
     when there is no validation point to draw."""
     if not history:
         return None
-    from recsys_kdef.plots import integer_axis, save_figure, subplots
+    from recsys_kdef.figures import integer_axis, save_figure, subplots
 
     steps = [h["step"] for h in history]
     heads = [head for head in history[0]["valid"] if head != "best_student"]

@@ -25,49 +25,27 @@ from torch import nn
 from torchrec.optim.keyed import CombinedOptimizer
 from tqdm import tqdm
 
-from recsys_kdef import checkpoint as ckpt
-from recsys_kdef.checkpoint_checks import check_same_model
+from recsys_kdef.checkpoint import store as ckpt
+from recsys_kdef.checkpoint.checks import check_same_model
 from recsys_kdef.config import TrainConfig
-from recsys_kdef.cpu_memory import keep_freed_memory
 from recsys_kdef.data.reader import ParquetBatchReader
-from recsys_kdef.distributed import (
-    DistContext,
+from recsys_kdef.distributed.batch_runner import BatchRunner
+from recsys_kdef.distributed.collectives import (
     all_reduce_sum,
     average_norm_statistics,
     broadcast_object,
-    learning_rates,
     norm_buffers,
-    sparse_learning_rate,
 )
-from recsys_kdef.divergence import DivergenceWatch, train_ctr
-from recsys_kdef.evaluate import EvalResult, best_student, evaluate
-from recsys_kdef.pipeline import BatchRunner
-from recsys_kdef.table_decay import decay_tables, trainable_table_names
+from recsys_kdef.distributed.optimizers import learning_rates, sparse_learning_rate
+from recsys_kdef.distributed.process import DistContext
+from recsys_kdef.eval.evaluate import EvalResult, best_student, evaluate
+from recsys_kdef.training.divergence import DivergenceWatch, train_ctr
+from recsys_kdef.training.early_stopping import PlateauRule, decay_on_plateau
+from recsys_kdef.training.process_settings import apply_process_settings
+from recsys_kdef.training.table_decay import decay_tables, trainable_table_names
+from recsys_kdef.training.watches import NonFiniteWatch
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class PlateauRule:
-    """Whether a validation is a gain (new best weights), no gain (LR decay, patience counts),
-    or neither: inside the warm-up, or, with `auc_guard`, a fall of the monitored value while
-    the head's AUC still rises (a calibration dip of AUC - logloss is not a plateau)."""
-
-    min_delta: float = 0.0
-    warmup: int = 0
-    auc_guard: bool = False
-    best_auc: float = float("-inf")
-
-    def judge(self, index: int, monitor: float, auc: float | None, best: float | None) -> str:
-        """`gain`, `no_gain` or `neutral` for the `index`-th validation (1-based)."""
-        auc_rose = auc is not None and auc > self.best_auc + self.min_delta
-        if auc is not None:
-            self.best_auc = max(self.best_auc, auc)
-        if best is None or monitor > best + self.min_delta:
-            return "gain"
-        if index <= self.warmup or (self.auc_guard and auc_rose):
-            return "neutral"
-        return "no_gain"
 
 
 @dataclass
@@ -99,10 +77,6 @@ class FitResult:
     """Batches whose loss was NaN/inf, skipped (train.nonfinite = skip)."""
 
 
-class NonFiniteLoss(RuntimeError):
-    """A NaN/inf training loss (train.nonfinite = raise)."""
-
-
 @dataclass
 class StepResult:
     """What one training step leaves for the logs: device tensors, read at log intervals."""
@@ -113,50 +87,6 @@ class StepResult:
     samples: int
     skipped: bool = False
     """The loss was not finite on some rank and train.nonfinite = skip: no update was made."""
-
-
-class NonFiniteWatch:
-    """The first non-finite training loss since the start, kept on the device.
-
-    `update` is a few device ops per step (no host sync); `check` is one all-reduce (none if
-    no step was added since the last check: every rank adds the same steps), and raises
-    NonFiniteLoss on every rank if any rank saw one, naming the first step and its loss
-    components.
-    """
-
-    def __init__(self, device: torch.device, rank: int) -> None:
-        self.device, self.rank = device, rank
-        self.first_step = torch.zeros((), dtype=torch.long, device=device)  # 0: none yet
-        self.values: torch.Tensor | None = None
-        self.names: list[str] = []
-        self._unchecked = False  # steps added since the last check
-
-    def update(self, step: int, components: dict[str, torch.Tensor]) -> None:
-        values = torch.stack([v.float().reshape(()) for v in components.values()])
-        if self.values is None or len(values) != len(self.values):
-            self.names, self.values = list(components), torch.zeros_like(values)
-        first = ~torch.isfinite(values[0]) & (self.first_step == 0)
-        self.first_step = torch.where(first, step, self.first_step)
-        self.values = torch.where(first, values, self.values)
-        self._unchecked = True
-
-    def check(self) -> None:
-        if not self._unchecked:
-            return
-        self._unchecked = False
-        if not all_reduce_sum((self.first_step > 0).float().reshape(1)).item():
-            return
-        step = int(self.first_step)
-        if not step:
-            raise NonFiniteLoss(
-                f"non-finite training loss on another rank than {self.rank} (see its error); "
-                "set train.nonfinite=skip to skip such batches"
-            )
-        parts = dict(zip(self.names, self.values.tolist(), strict=True))
-        raise NonFiniteLoss(
-            f"non-finite training loss at step {step} on rank {self.rank} "
-            f"(or another rank): {parts}; set train.nonfinite=skip to skip such batches"
-        )
 
 
 FAIL_AT_STEP_ENV = "RECSYS_KDEF_FAIL_AT_STEP"
@@ -205,7 +135,7 @@ class Trainer:
         limit = cfg.embedding_backward_threads
         on_cpu = ctx.device.type == "cpu" and limit is not None and limit < self._threads
         self._embedding_threads = limit if on_cpu else None
-        _apply_process_settings(cfg, ctx.device)
+        apply_process_settings(cfg, ctx.device)
 
     def fit(
         self, train: ParquetBatchReader, valid: ParquetBatchReader, resume: Path | None = None
@@ -531,45 +461,6 @@ class _LossWindow:
 
     def mean_weights(self) -> dict[str, list]:
         return {k: (v / max(self.batches, 1)).tolist() for k, v in self.weight_sums.items()}
-
-
-def decay_on_plateau(param_groups: list[dict], factor: float, min_lr: float) -> None:
-    """One validation without gain: every group's lr times `factor`, not below `min_lr`.
-
-    This is torch.optim.lr_scheduler.ReduceLROnPlateau(mode="max", factor, patience=0,
-    threshold=0, min_lr, eps=0), step for step (tests/test_library_parity.py), written out
-    because the trainer's own best value and bad-validation count already drive the best
-    weights and early stopping and are resumed from the checkpoint's JSON: a scheduler would
-    keep a second copy of both to save, restore and keep in agreement.
-    """
-    for group in param_groups:
-        group["lr"] = max(group["lr"] * factor, min_lr)
-
-
-def _apply_process_settings(cfg: TrainConfig, device: torch.device) -> None:
-    """The process-wide settings of train.*, applied by the process's one trainer: TF32 on
-    CUDA; on CPU the allocator setting and a warning where bf16 autocast would be emulated."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
-        torch.backends.cudnn.allow_tf32 = cfg.tf32
-    elif device.type == "cpu":
-        if cfg.cpu_keep_freed_memory:
-            keep_freed_memory()
-        if cfg.autocast == "bf16" and not native_cpu_bf16():
-            logger.warning(
-                "train.autocast=bf16 on a CPU without oneDNN's bf16 matmuls (they need AVX-512):"
-                " they are emulated, 14x slower than float32 on a 2-core AVX2 EPYC (README); use"
-                " train.autocast: none"
-            )
-
-
-def native_cpu_bf16() -> bool:
-    """Whether oneDNN has bf16 matmul kernels for this CPU (x86: AVX-512 BW/VL/DQ, using
-    AVX512-BF16 and AMX where present); True when torch cannot tell."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return True
 
 
 def _log_validation(point: Validation, ctx: DistContext) -> None:

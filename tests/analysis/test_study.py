@@ -12,14 +12,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from recsys_kdef.checkpoint import load_checkpoint
+from recsys_kdef.analysis.diagnose import diagnose, information_abundance
+from recsys_kdef.analysis.diagnose import main as diagnose_main
+from recsys_kdef.analysis.study import main as study_main
+from recsys_kdef.checkpoint.store import load_checkpoint
 from recsys_kdef.config import SyntheticConfig
 from recsys_kdef.data.synthetic import generate
-from recsys_kdef.diagnose import diagnose, information_abundance
-from recsys_kdef.diagnose import main as diagnose_main
-from recsys_kdef.study import main as study_main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OVERRIDES = [
     "--data.batch_size", "1024",
     "--model.tower.hidden_units", "[64,32]",

@@ -17,13 +17,14 @@ import pyarrow.parquet as pq
 import pytest
 from multiprocess import run_multiprocess
 
-from recsys_kdef import checkpoint as ckpt
+from recsys_kdef.checkpoint import store as ckpt
 from recsys_kdef.config import load_config
-from recsys_kdef.distributed import destroy_distributed, init_distributed
+from recsys_kdef.distributed.process import destroy_distributed, init_distributed
 from recsys_kdef.train import run
-from recsys_kdef.trainer import FAIL_AT_STEP_ENV, NonFiniteLoss
+from recsys_kdef.training.trainer import FAIL_AT_STEP_ENV
+from recsys_kdef.training.watches import NonFiniteLoss
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_args(data: Path, out: Path) -> list[str]:

@@ -16,9 +16,9 @@ import pytest
 from multiprocess import run_multiprocess
 from test_checkpoint import ROOT, _train, assert_same_run, run_args
 
-from recsys_kdef import checkpoint as ckpt
+from recsys_kdef.checkpoint import store as ckpt
 from recsys_kdef.config import load_config
-from recsys_kdef.distributed import destroy_distributed, init_distributed
+from recsys_kdef.distributed.process import destroy_distributed, init_distributed
 from recsys_kdef.train import run
 
 
@@ -88,7 +88,7 @@ def test_evaluate_of_a_checkpoint_whose_tensors_differ_names_them(
     one_rank_run, tiny_dataset, tmp_path
 ):
     """meta.json says K=3, the shards hold K=2: caught from DCP's .metadata, not by DCP."""
-    from recsys_kdef.offline_eval import main
+    from recsys_kdef.eval.__main__ import main
 
     run_dir = copy_run(one_rank_run, tmp_path / "run")
     best = run_dir / ckpt.CHECKPOINTS / ckpt.BEST

@@ -16,12 +16,14 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.metadata import BytesStorageMetadata, MetadataIndex
 
-from recsys_kdef import checkpoint as ckpt
-from recsys_kdef import diagnose, offline_eval, safe_dcp
 from recsys_kdef import train as train_cli
+from recsys_kdef.analysis import diagnose
+from recsys_kdef.checkpoint import safe_dcp
+from recsys_kdef.checkpoint import store as ckpt
 from recsys_kdef.config import load_config
-from recsys_kdef.distributed import destroy_distributed, init_distributed
-from recsys_kdef.export import export_artifact
+from recsys_kdef.distributed.process import destroy_distributed, init_distributed
+from recsys_kdef.eval import __main__ as offline_eval
+from recsys_kdef.serve.export import export_artifact
 from recsys_kdef.train import run
 
 
@@ -131,11 +133,11 @@ def test_every_loader_refuses_a_planted_metadata_and_runs_nothing(
     run_dir, marker = evil_run
     best = run_dir / ckpt.CHECKPOINTS / ckpt.BEST
     refused = r"\.metadata: refused"
-    with pytest.raises(SystemExit, match=refused):  # python -m recsys_kdef.evaluate
+    with pytest.raises(SystemExit, match=refused):  # python -m recsys_kdef.eval
         offline_eval.main(["--checkpoint", str(run_dir), "--data", str(tiny_dataset), "--no-plots"])
-    with pytest.raises(ckpt.CheckpointError, match=refused):  # python -m recsys_kdef.export
+    with pytest.raises(ckpt.CheckpointError, match=refused):  # python -m recsys_kdef.serve.export
         export_artifact(run_dir, tmp_path / "export")
-    with pytest.raises(SystemExit, match=refused):  # python -m recsys_kdef.diagnose
+    with pytest.raises(SystemExit, match=refused):  # python -m recsys_kdef.analysis.diagnose
         diagnose.main(["--checkpoint", str(best), "--out", str(tmp_path / "diag")])
     with pytest.raises(SystemExit, match=refused):  # train --train.resume auto (a step-*)
         train_cli.main([*train_args(tiny_dataset, run_dir), "--train.resume", "auto"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recsys_kdef.output_paths import beside_checkpoint, written_line
+from recsys_kdef.checkpoint.paths import beside_checkpoint, written_line
 
 
 def test_outputs_go_beside_the_checkpoint():

@@ -4,7 +4,7 @@ import pytest
 
 from recsys_kdef.config import ConfigError, ExperimentConfig, load_config, to_dict
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_config_file_loads():

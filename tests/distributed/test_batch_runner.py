@@ -11,9 +11,10 @@ import torch
 from multiprocess import run_multiprocess
 from test_distributed import local_table_state, setup
 
-from recsys_kdef.distributed import build_optimizer, norm_buffers
-from recsys_kdef.evaluate import evaluate
-from recsys_kdef.trainer import Trainer
+from recsys_kdef.distributed.collectives import norm_buffers
+from recsys_kdef.distributed.optimizers import build_optimizer
+from recsys_kdef.eval.evaluate import evaluate
+from recsys_kdef.training.trainer import Trainer
 
 STEPS = 6
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from recsys_kdef.metrics import RELIABILITY_BINS, EvalMetrics
+from recsys_kdef.eval.metrics import RELIABILITY_BINS, EvalMetrics
 
 
 def test_reliability_bins_split_the_rows_evenly_and_measure_each_bin():

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from multiprocess import run_multiprocess
 from torchmetrics.functional.classification import binary_auroc
 
-from recsys_kdef.group_rows import ROWS_PER_PARTITION, GroupRows
-from recsys_kdef.metrics import EvalMetrics
+from recsys_kdef.eval.grouped_auc import ROWS_PER_PARTITION, GroupRows
+from recsys_kdef.eval.metrics import EvalMetrics
 
 HEADS = ["student_0", "student_1", "ensemble"]
 

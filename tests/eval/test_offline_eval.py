@@ -17,10 +17,10 @@ from torchmetrics.functional.classification import binary_auroc
 
 from recsys_kdef.config import SyntheticConfig, load_config
 from recsys_kdef.data.synthetic import generate
-from recsys_kdef.offline_eval import parse_args, run_evaluation
+from recsys_kdef.eval.__main__ import parse_args, run_evaluation
 from recsys_kdef.train import run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _train(ctx, args: list[str]) -> dict:
@@ -64,7 +64,7 @@ def test_a_2_rank_checkpoint_evaluates_alike_on_1_and_4_ranks(trained, tmp_path)
     assert not list(run_dir.glob("gauc-*"))  # the run's test gAUC spilled there, then cleaned
     one = tmp_path / "one"
     cmd = [
-        sys.executable, "-m", "recsys_kdef.evaluate", "--checkpoint", str(run_dir),
+        sys.executable, "-m", "recsys_kdef.eval", "--checkpoint", str(run_dir),
         "--data", str(data), "--out", str(one), "--predictions", str(tmp_path / "p1"),
         "--batch-size", "64", "--no-progress",
     ]  # fmt: skip

@@ -10,13 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 from multiprocess import run_multiprocess
 
+from recsys_kdef.builders.model import build_train_module
 from recsys_kdef.config import ConfigError
 from recsys_kdef.data import Schema
 from recsys_kdef.data.stats import estimate_field_stats
-from recsys_kdef.distributed import shard_model
+from recsys_kdef.distributed.sharding import shard_model
 from recsys_kdef.plan.__main__ import load, main, make_plan, parser
 from recsys_kdef.plan.summary import PlanSummary
-from recsys_kdef.train import build_train_module
 
 
 def base_args(path) -> list[str]:

@@ -11,19 +11,19 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from recsys_kdef.checkpoint import load_checkpoint
+from recsys_kdef.checkpoint.store import load_checkpoint
 from recsys_kdef.config import load_config
 from recsys_kdef.config.loading import from_dict
 from recsys_kdef.config.sections import ModelConfig
 from recsys_kdef.data.reader import ParquetBatchReader, list_split_files
 from recsys_kdef.data.schema import Schema
-from recsys_kdef.distributed import destroy_distributed, init_distributed
-from recsys_kdef.export import export_artifact
+from recsys_kdef.distributed.process import destroy_distributed, init_distributed
 from recsys_kdef.models.ensemble import build_model
-from recsys_kdef.predict import Predictor
+from recsys_kdef.serve.export import export_artifact
+from recsys_kdef.serve.predict import Predictor
 from recsys_kdef.train import run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module", params=["per_model", "shared"])
@@ -97,7 +97,7 @@ def test_exported_best_student_predicts_as_inside_the_ensemble_in_a_fresh_proces
         [
             sys.executable,
             "-m",
-            "recsys_kdef.predict",
+            "recsys_kdef.serve.predict",
             "--model",
             str(tmp_path / "best"),
             "--input",

@@ -14,9 +14,9 @@ from recsys_kdef.data.prepare.__main__ import main as prepare_main
 from recsys_kdef.data.prepare.fake import make_fake
 from recsys_kdef.data.reader import ParquetBatchReader, list_split_files
 from recsys_kdef.data.schema import DataError, Schema
-from recsys_kdef.export import student_label
 from recsys_kdef.models.ensemble import build_model
-from recsys_kdef.predict import Predictor
+from recsys_kdef.serve.export import student_label
+from recsys_kdef.serve.predict import Predictor
 
 
 @pytest.fixture(scope="module")

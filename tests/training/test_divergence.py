@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from recsys_kdef.config import ConfigError, TrainConfig, load_config
-from recsys_kdef.distributed import DistContext, destroy_distributed, init_distributed
-from recsys_kdef.divergence import DivergenceWatch, TrainingDiverged, base_rate_loss
+from recsys_kdef.distributed.process import DistContext, destroy_distributed, init_distributed
 from recsys_kdef.train import run
+from recsys_kdef.training.divergence import DivergenceWatch, TrainingDiverged, base_rate_loss
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CTX = DistContext(0, 1, 0, 1, torch.device("cpu"), "gloo")
 
 
@@ -146,7 +146,7 @@ def test_an_unwritable_output_dir_fails_before_any_work(tiny_dataset, tmp_path, 
 
 
 def test_evaluate_out_is_checked_before_the_checkpoint_is_read(tmp_path):
-    from recsys_kdef.offline_eval import main
+    from recsys_kdef.eval.__main__ import main
 
     fake = tmp_path / "ckpt"  # looks complete; never read since --out fails first
     fake.mkdir()

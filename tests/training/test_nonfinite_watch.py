@@ -4,8 +4,8 @@ check with no new steps since the last one costs no all-reduce."""
 import pytest
 import torch
 
-from recsys_kdef import trainer
-from recsys_kdef.trainer import NonFiniteLoss, NonFiniteWatch
+from recsys_kdef.training import watches
+from recsys_kdef.training.watches import NonFiniteLoss, NonFiniteWatch
 
 
 def components(loss: float) -> dict[str, torch.Tensor]:
@@ -19,7 +19,7 @@ def test_the_first_nonfinite_step_is_named_and_repeated_checks_do_not_reduce(mon
         reductions.append(t.clone())
         return t
 
-    monkeypatch.setattr(trainer, "all_reduce_sum", counting)
+    monkeypatch.setattr(watches, "all_reduce_sum", counting)
     watch = NonFiniteWatch(torch.device("cpu"), rank=0)
     watch.check()  # nothing trained yet
     for step in (1, 2):

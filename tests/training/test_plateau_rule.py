@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recsys_kdef.trainer import PlateauRule
+from recsys_kdef.training.early_stopping import PlateauRule
 
 
 def _verdicts(rule: PlateauRule, points: list[tuple[float, float | None]]) -> list[str]:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from recsys_kdef import trainer
 from recsys_kdef.config import TrainConfig
-from recsys_kdef.trainer import native_cpu_bf16
+from recsys_kdef.training import process_settings
+from recsys_kdef.training.process_settings import native_cpu_bf16
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 
@@ -23,7 +23,7 @@ glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's ma
 # page faults of each of 24 steps
 SCRIPT = """
 import resource, sys, torch
-from recsys_kdef.cpu_memory import keep_freed_memory
+from recsys_kdef.training.process_settings import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 faults = []
@@ -69,12 +69,12 @@ def test_the_trainer_applies_the_cpu_settings_its_config_asks_for(
 ):
     # the process-wide effects are replaced by recorders: the wiring is what is checked here
     calls = []
-    monkeypatch.setattr(trainer, "keep_freed_memory", lambda: calls.append("keep"))
-    monkeypatch.setattr(trainer, "native_cpu_bf16", lambda: native)
+    monkeypatch.setattr(process_settings, "keep_freed_memory", lambda: calls.append("keep"))
+    monkeypatch.setattr(process_settings, "native_cpu_bf16", lambda: native)
     cfg = TrainConfig(cpu_keep_freed_memory=keep, autocast="bf16")
     with caplog.at_level(logging.WARNING, logger="recsys_kdef"):
-        trainer._apply_process_settings(cfg, torch.device("cpu"))
-        trainer._apply_process_settings(replace(cfg, autocast="none"), torch.device("cpu"))
+        process_settings.apply_process_settings(cfg, torch.device("cpu"))
+        process_settings.apply_process_settings(replace(cfg, autocast="none"), torch.device("cpu"))
     assert calls == ["keep", "keep"] if keep else calls == []
     warned = [r for r in caplog.records if "emulated" in r.getMessage()]
     assert len(warned) == (0 if native else 1)  # only for bf16 on a CPU without it

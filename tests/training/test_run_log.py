@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from recsys_kdef.config import ConfigError
-from recsys_kdef.evaluate import EvalResult
-from recsys_kdef.run_log import RunLog, plot_learning_curve, validation_scalars
-from recsys_kdef.trainer import Validation
+from recsys_kdef.eval.evaluate import EvalResult
+from recsys_kdef.training.run_log import RunLog, plot_learning_curve, validation_scalars
+from recsys_kdef.training.trainer import Validation
 
 HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 
@@ -49,14 +49,16 @@ def test_validation_scalars_cover_heads_losses_weights_and_throughput():
 
 def test_train_log_keeps_logged_and_printed_lines_with_timestamps(tmp_path, capsys):
     log = RunLog(tmp_path, enabled=True)
-    logging.getLogger("recsys_kdef.trainer").info("epoch 0 step 5 | valid AUC ensemble=0.7")
+    logging.getLogger("recsys_kdef.training.trainer").info(
+        "epoch 0 step 5 | valid AUC ensemble=0.7"
+    )
     logging.getLogger("torchrec.some.module").info("library chatter")  # libraries: WARNING up
     log.echo("head   auc\nensemble 0.7")
     log.close()
-    logging.getLogger("recsys_kdef.trainer").info("after close")
+    logging.getLogger("recsys_kdef.training.trainer").info("after close")
     text = (tmp_path / "train.log").read_text()
     stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
-    assert re.search(stamp + r".* recsys_kdef.trainer INFO epoch 0 step 5", text)
+    assert re.search(stamp + r".* recsys_kdef.training.trainer INFO epoch 0 step 5", text)
     assert re.search(stamp + " printed:\nhead   auc\nensemble 0.7\n", text)
     assert "library chatter" not in text and "after close" not in text
     assert "ensemble 0.7" in capsys.readouterr().out
@@ -105,7 +107,7 @@ def test_tensorboard_error_reaches_the_training_command(tmp_path, tiny_dataset):
         pytest.skip("tensorboard is installed here")
     cmd = [sys.executable, "recsys_kdef/train.py", "--data.path", str(tiny_dataset),
            "--train.output_dir", str(tmp_path / "run"), "--train.tensorboard", "true"]  # fmt: skip
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "pip install tensorboard" in proc.stderr
@@ -121,7 +123,7 @@ def test_learning_curve_draws_every_head_on_integer_steps(tmp_path, monkeypatch)
         for s in (1, 2, 3)
     ]  # fmt: skip
     seen = {}
-    import recsys_kdef.plots as plots
+    import recsys_kdef.figures as plots
 
     def capture(fig, ax, path, legend=True):
         seen["axes"] = ax

@@ -4,7 +4,7 @@ import torch
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys_kdef.step_counts import OpCounter, ids_looked_up
+from recsys_kdef.training.step_counts import OpCounter, ids_looked_up
 
 
 def test_ops_and_bytes_of_a_tiny_forward():
