@@ -3,6 +3,8 @@ from pathlib import Path
 import pytest
 
 from recsys_kdef.config import ConfigError, ExperimentConfig, load_config, to_dict
+from recsys_kdef.data.schema import Schema
+from recsys_kdef.models.ensemble import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,7 +89,6 @@ def test_heterogeneous_students_load_and_set_k():
 @pytest.mark.parametrize(
     "students, words",
     [
-        ("[{arch: dcnv3}]", ["arch 'dcnv3' is unknown", "dcnv2"]),
         ("[{arch: mlp, count: 0}]", ["count must be >= 1"]),
         ("[{arch: mlp, cout: 2}]", ["model.students[0].cout", "count"]),
         ("[]", ["model.students must be null or a non-empty list"]),
@@ -97,6 +98,14 @@ def test_bad_students_are_named(students, words):
     with pytest.raises(ConfigError) as err:
         load_config(["--model.students", students])
     for w in words:
+        assert w in str(err.value), (w, str(err.value))
+
+
+def test_an_unknown_architecture_is_named_when_the_model_is_built(tiny_dataset):
+    cfg = load_config(["--model.students", "[{arch: mlp}, {arch: dcnv3}]"])  # the zoo knows names
+    with pytest.raises(ConfigError) as err:
+        build_model(cfg.model, Schema.load(tiny_dataset))
+    for w in ["model.students[1]", "architecture 'dcnv3' is not in the zoo", "dcnv2"]:
         assert w in str(err.value), (w, str(err.value))
 
 
