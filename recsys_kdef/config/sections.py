@@ -218,7 +218,7 @@ class ModelConfig:
 
 @dataclass(kw_only=True, slots=True)
 class KDEFConfig:
-    """KDEF (NOTES §4: the authors' EKTF code is the reference)."""
+    """KDEF (docs/papers.md §4: the authors' EKTF code is the reference)."""
 
     variant: Literal["full", "only_kd", "only_dml", "no_exam"] = "full"
     """The paper's ablations: KD only, DML only, or no examination (lambda = mu = 1).
@@ -230,7 +230,7 @@ class KDEFConfig:
     """Stop gradients through the exam scores S (the authors' code lets them flow)."""
     label_flip_rate: float = 0.0
     """Flip each training label with this probability before the loss. The authors'
-    current EKTF.py does this with `threshold` = 0.05; NOTES §4 and the paper do not, so off by default."""
+    current EKTF.py does this with `threshold` = 0.05; docs/papers.md §4 and the paper do not, so off by default."""
 
     def __post_init__(self) -> None:
         _check(
@@ -240,7 +240,7 @@ class KDEFConfig:
 
 @dataclass(kw_only=True, slots=True)
 class CETNetConfig:
-    """CETNet (NOTES §5): BCE(fused) + sum_m BCE(model m) + alpha * symmetric KL."""
+    """CETNet (docs/papers.md §5): BCE(fused) + sum_m BCE(model m) + alpha * symmetric KL."""
 
     alpha: float = 0.1
     """Weight of the symmetric KL between the models' predictions (paper: 0.1, 0.5 or 1.0; 0 is "w/o KL")."""
@@ -251,7 +251,7 @@ class CETNetConfig:
 
 @dataclass(kw_only=True, slots=True)
 class ECKDConfig:
-    """ECKD (NOTES §6): distillation from one or several teachers into the student ensemble
+    """ECKD (docs/papers.md §6): distillation from one or several teachers into the student ensemble
     (`model` is the student; usually num_students 1 and a small tower)."""
 
     schedule: Literal["pretrain", "cotrain"] = "pretrain"
@@ -271,7 +271,7 @@ class ECKDConfig:
     gating: bool = True
     """Per-sample teacher gating network; false: the teachers are averaged."""
     gate_objective: Literal["student", "labels"] = "student"
-    """student: the gate learns from the student's loss (NOTES); labels: also fit the gated teacher to y."""
+    """student: the gate learns from the student's loss (docs/papers.md §6); labels: also fit the gated teacher to y."""
 
     def __post_init__(self) -> None:
         _check(self.temperature > 0, "objective.eckd.temperature must be > 0")

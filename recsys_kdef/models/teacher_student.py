@@ -1,4 +1,4 @@
-"""ECKD's model: a student ensemble plus teacher ensembles whose outputs guide it (NOTES §6).
+"""ECKD's model: a student ensemble plus teacher ensembles whose outputs guide it (docs/papers.md §6).
 
 Teachers are ordinary EnsembleModels with their own embedding tables, so the planner shards
 them with the student's. Frozen teachers (the pre-train scheme: loaded from earlier runs'

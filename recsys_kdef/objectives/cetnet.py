@@ -1,4 +1,4 @@
-"""CETNet (NOTES §5): the fused prediction, every model's own prediction, and a symmetric KL
+"""CETNet (docs/papers.md §5): the fused prediction, every model's own prediction, and a symmetric KL
 that aligns the models' predictions with each other.
 
     L = BCE(p_fused, y) + sum_m BCE(p_m, y) + alpha * SKL

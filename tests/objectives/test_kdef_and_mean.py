@@ -1,4 +1,4 @@
-"""KDEF and mean objectives against independent, loop-based computations of NOTES §4."""
+"""KDEF and mean objectives against independent, loop-based computations of docs/papers.md §4."""
 
 import pytest
 import torch
