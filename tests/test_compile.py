@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
 from multiprocess import run_multiprocess
 from test_distributed import setup
@@ -49,6 +50,7 @@ def _both(ctx, path):
     return _train(ctx, path, compiled=False), _train(ctx, path, compiled=True)
 
 
+@pytest.mark.slow
 def test_compiled_dense_parts_train_as_the_eager_ones(tiny_dataset):
     for (eager, eager_eval, none), (compiled, compiled_eval, graphs) in run_multiprocess(
         _both, path=str(tiny_dataset)

@@ -30,6 +30,7 @@ def env_with_venv() -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_demo_under_torchx_learns_the_planted_signal(tmp_path):
     """The README's demo command (2 processes, K=4 KDEF) reaches near-Bayes AUC."""
     demo = load_config(["--config", str(ROOT / "configs/demo.yaml")])
