@@ -42,6 +42,7 @@ from recsys_kdef.eval.evaluate import EvalResult, best_student, evaluate
 from recsys_kdef.training.divergence import DivergenceWatch, train_ctr
 from recsys_kdef.training.early_stopping import PlateauRule, decay_on_plateau
 from recsys_kdef.training.process_settings import apply_process_settings
+from recsys_kdef.training.run_log import WEIGHT_NAMES
 from recsys_kdef.training.table_decay import decay_tables, trainable_table_names
 from recsys_kdef.training.watches import NonFiniteWatch
 
@@ -471,7 +472,7 @@ def _log_validation(point: Validation, ctx: DistContext) -> None:
     heads += f" best=student_{best_student(metrics)}"
     losses = " ".join(f"{k}={v:.4f}" for k, v in point.train_loss.items())
     for name, value in point.train_weights.items():
-        if name in ("lambda", "fusion", "gate"):
+        if name in WEIGHT_NAMES:
             losses += f" {name}=[" + ",".join(f"{x:.3f}" for x in value) + "]"
     logger.info(
         "epoch %d step %d | valid AUC %s | train %s | %.0f samples/s",
