@@ -1,4 +1,6 @@
-"""The model zoo: one file per architecture, one line each in ARCHS.
+"""The model zoo: one file per architecture, one line each in ARCHS (the one list of names:
+an unknown `arch` is an error naming them); tests/models/test_zoo.py asks small test
+hyperparameters (SMALL) of each.
 
 Each entry names its paper, the typed hyperparameters (FuxiCTR's names; unknown keys are
 errors) and a builder of a group of `count` identical students:
