@@ -1,8 +1,9 @@
-# The two commands a newcomer needs: `make demo` and `make test` (see README.md).
+# The two commands a newcomer needs: `make demo` and `make test` (see README.md);
+# `make test-fast` skips the tests marked slow (zoo learning tests, TorchX end to end, compile).
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: env demo test lint bench
+.PHONY: env demo test test-fast lint bench
 
 $(VENV)/.installed: pyproject.toml tools/setup_env.py
 	python3 tools/setup_env.py --venv $(VENV)
@@ -19,6 +20,9 @@ lint: env
 
 test: lint
 	python -m pytest -q
+
+test-fast: lint
+	python -m pytest -q -m "not slow"
 
 bench: env
 	python tools/bench_train.py

@@ -105,7 +105,7 @@ def evaluate(
     number: the checkpoint is resharded on load).
 
     Args:
-        script_args: more options of python -m recsys_kdef.evaluate (--heads, --predictions, --out, --tmp-dir)
+        script_args: more options of python -m recsys_kdef.eval (--heads, --predictions, --out, --tmp-dir)
         checkpoint: a run directory (its best checkpoint) or one checkpoint directory
         data: dataset directory (schema.json and one directory per split)
         split: the split to evaluate
@@ -130,7 +130,7 @@ def evaluate(
         "--split",
         split,
         *script_args,
-        m="recsys_kdef.evaluate",
+        m="recsys_kdef.eval",
         name="recsys_kdef_evaluate",
         **_hosts(nnodes, nproc_per_node, image, gpu, cpu_per_proc, mem_gb_per_proc, h, env),
         mounts=[*paths.mounts, *(mounts or [])],

@@ -1,5 +1,6 @@
-"""Train an ensemble of CTR students: parse -> build -> train -> evaluate -> report.
+"""Train an ensemble of CTR students: parse -> build -> train -> evaluate -> report -> close.
 
+recsys-kdef-train --config configs/demo.yaml [--section.key value ...]   (--help: every key)
 python recsys_kdef/train.py --config configs/demo.yaml [--section.key value ...]
 torchrun --nproc_per_node 2 recsys_kdef/train.py --config configs/demo.yaml
 torchx run -s local_cwd dist.ddp -j 1x2 --script recsys_kdef/train.py -- --config configs/demo.yaml
@@ -9,100 +10,30 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torchrec.distributed import DistributedModelParallel
-from torchrec.distributed.types import ShardingPlan
-from torchrec.optim.keyed import CombinedOptimizer
-
-from recsys_kdef.checkpoint import CHECKPOINTS, CheckpointError, load_full_state_dict, resume_point
+from recsys_kdef.builders.job import Job, build_job, checkpoint_meta
+from recsys_kdef.checkpoint.store import CHECKPOINTS, CheckpointError, resume_point
 from recsys_kdef.config import ConfigError, ExperimentConfig, load_config, to_dict
-from recsys_kdef.data import DataError, Readers, Schema, build_readers
-from recsys_kdef.data.stats import estimate_field_stats
-from recsys_kdef.distributed import (
-    DistContext,
-    build_optimizer,
-    destroy_distributed,
-    init_distributed,
-    quiet_library_warnings,
-    shard_model,
+from recsys_kdef.config.help import config_help
+from recsys_kdef.data import DataError
+from recsys_kdef.distributed.library_warnings import quiet_library_warnings
+from recsys_kdef.distributed.process import DistContext, destroy_distributed, init_distributed
+from recsys_kdef.eval.evaluate import best_student, evaluate
+from recsys_kdef.eval.report import build_report, format_table, write_json_atomic
+from recsys_kdef.figures import plural
+from recsys_kdef.io import check_writable
+from recsys_kdef.training.divergence import TrainingDiverged, check_valid_auc, failed_report
+from recsys_kdef.training.run_log import (
+    LEARNING_CURVE,
+    RunLog,
+    plot_learning_curve,
+    require_tensorboard,
 )
-from recsys_kdef.divergence import TrainingDiverged, check_valid_auc, failed_report
-from recsys_kdef.evaluate import best_student, evaluate
-from recsys_kdef.models.teacher_student import build_training_model, model_prefix
-from recsys_kdef.models.train_wrapper import EnsembleTrain
-from recsys_kdef.objectives import build_objective
-from recsys_kdef.outputs import check_writable
-from recsys_kdef.plots import plural
-from recsys_kdef.report import build_report, format_table, write_json_atomic
-from recsys_kdef.run_log import LEARNING_CURVE, RunLog, plot_learning_curve, require_tensorboard
-from recsys_kdef.trainer import NonFiniteLoss, Trainer
+from recsys_kdef.training.trainer import Trainer
+from recsys_kdef.training.watches import NonFiniteLoss
 
 logger = logging.getLogger("recsys_kdef")
-
-
-@dataclass
-class Job:
-    """Everything a run is built from: data readers, the sharded model and its optimizer."""
-
-    schema: Schema
-    readers: Readers
-    module: DistributedModelParallel
-    plan: ShardingPlan
-    optimizer: CombinedOptimizer
-
-
-def build_train_module(
-    cfg: ExperimentConfig, schema: Schema
-) -> tuple[EnsembleTrain, list[dict[str, torch.Tensor]]]:
-    """The module the planner shards (model + objective, tables on `meta`), and the weights of
-    pretrained ECKD teachers to load after sharding. The plan tool plans this same module."""
-    model, teacher_weights = build_training_model(cfg, schema)
-    objective = build_objective(cfg.objective, model)
-    module = EnsembleTrain(
-        model,
-        objective,
-        embedding_l2=cfg.train.embedding_l2,
-        l2_mode=cfg.train.embedding_l2_mode,
-        aux_loss_weight=cfg.objective.aux_loss_weight,
-    )
-    if cfg.train.compile:
-        module.compile_dense()
-    return module, teacher_weights
-
-
-def build_module(
-    cfg: ExperimentConfig, schema: Schema, ctx: DistContext, load_teachers: bool = True
-) -> tuple[DistributedModelParallel, ShardingPlan]:
-    """The model + objective sharded by the planner (pretrained ECKD teachers loaded)."""
-    torch.manual_seed(cfg.train.seed)  # same tower init on every rank
-    train_module, teacher_weights = build_train_module(cfg, schema)  # tables on `meta`
-    stats = estimate_field_stats(cfg.data.path, schema, cfg.planner.stats_row_groups)
-    module, plan = shard_model(
-        train_module, ctx, cfg.planner, cfg.train, cfg.data.batch_size, field_stats=stats
-    )
-    for j, weights in enumerate(teacher_weights if load_teachers else []):
-        load_full_state_dict(module, weights, prefix=f"model.teachers.{j}.")  # each rank its shards
-    return module, plan
-
-
-def build_job(cfg: ExperimentConfig, ctx: DistContext) -> Job:
-    """Readers, the model + objective sharded by the planner, and the combined optimizer."""
-    schema = Schema.load(cfg.data.path)
-    readers = build_readers(
-        cfg.data, schema, rank=ctx.rank, world_size=ctx.world_size, seed=cfg.train.seed
-    )
-    module, plan = build_module(cfg, schema, ctx)
-    optimizer = build_optimizer(module, plan, cfg.train)
-    torch.manual_seed(cfg.train.seed + ctx.rank)  # different dropout masks per rank
-    return Job(schema, readers, module, plan, optimizer)
-
-
-def checkpoint_meta(cfg: ExperimentConfig, schema: Schema) -> dict:
-    """What every checkpoint of this run records besides tensors: config, schema, model prefix."""
-    return {"config": to_dict(cfg), "schema": schema.to_json(), "model_prefix": model_prefix(cfg)}
 
 
 def run(cfg: ExperimentConfig, ctx: DistContext) -> dict:
@@ -173,14 +104,27 @@ def _run(cfg: ExperimentConfig, ctx: DistContext, job: Job, log: RunLog) -> dict
     return report
 
 
+USAGE = """usage: recsys-kdef-train [--config FILE] [--section.key VALUE ...]
+
+Train an ensemble of CTR students on a Parquet dataset (any number of processes: torchrun,
+torchx). --config reads a YAML file of the sections below (configs/*.yaml); each
+--section.key VALUE then overrides one key, VALUE read as YAML (3, 1e-3, true, null, [64, 32]).
+Writes metrics.json, train.log, learning_curve.png and checkpoints/ to train.output_dir.
+"""
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print(USAGE + "\n" + config_help(ExperimentConfig))
+        return
     # libraries log at WARNING; this project's progress at INFO, on rank 0 only
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True
     )
     quiet_library_warnings()
     try:
-        cfg = load_config(sys.argv[1:] if argv is None else argv)
+        cfg = load_config(argv)
         ctx = init_distributed()
         logger.setLevel(logging.INFO if ctx.is_main else logging.WARNING)
         try:

@@ -35,7 +35,7 @@ def _worker(rank: int, world_size: int, port: int, fn, kwargs: dict, queue) -> N
     import torch
 
     torch.set_num_threads(1)
-    from recsys_kdef.distributed import destroy_distributed, init_distributed
+    from recsys_kdef.distributed.process import destroy_distributed, init_distributed
 
     try:
         ctx = init_distributed()

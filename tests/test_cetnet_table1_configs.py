@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from recsys_kdef.builders.train_wrapper import EnsembleTrain
 from recsys_kdef.config import load_config
 from recsys_kdef.data import Schema, build_readers
 from recsys_kdef.models.ensemble import build_model
-from recsys_kdef.models.train_wrapper import EnsembleTrain
 from recsys_kdef.objectives import build_objective
 
 CONFIGS = Path(__file__).parents[1] / "configs"

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
 from multiprocess import run_multiprocess
 from test_distributed import setup
 
-from recsys_kdef.distributed import build_optimizer
-from recsys_kdef.evaluate import evaluate
-from recsys_kdef.trainer import Trainer
+from recsys_kdef.distributed.optimizers import build_optimizer
+from recsys_kdef.eval.evaluate import evaluate
+from recsys_kdef.training.trainer import Trainer
 
 STEPS = 4
 # an MLP group (bmm) beside a vmapped ECN pair, confidence fusion and CETNet's loss; no
@@ -49,6 +50,7 @@ def _both(ctx, path):
     return _train(ctx, path, compiled=False), _train(ctx, path, compiled=True)
 
 
+@pytest.mark.slow
 def test_compiled_dense_parts_train_as_the_eager_ones(tiny_dataset):
     for (eager, eager_eval, none), (compiled, compiled_eval, graphs) in run_multiprocess(
         _both, path=str(tiny_dataset)

@@ -7,15 +7,17 @@ import pytest
 import torch
 from multiprocess import run_multiprocess
 
-from recsys_kdef.checkpoint import load_full_state_dict
+from recsys_kdef.builders.model import build_train_module
+from recsys_kdef.builders.train_wrapper import EnsembleTrain
+from recsys_kdef.checkpoint.store import load_full_state_dict
 from recsys_kdef.config import load_config
 from recsys_kdef.data import Schema, build_readers
-from recsys_kdef.distributed import all_gather_rows, build_optimizer, shard_model
+from recsys_kdef.distributed.collectives import all_gather_rows
+from recsys_kdef.distributed.optimizers import build_optimizer
+from recsys_kdef.distributed.sharding import shard_model
 from recsys_kdef.models.ensemble import build_model
-from recsys_kdef.models.train_wrapper import EnsembleTrain
 from recsys_kdef.objectives import build_objective
-from recsys_kdef.train import build_train_module
-from recsys_kdef.trainer import Trainer
+from recsys_kdef.training.trainer import Trainer
 
 K = 3
 
@@ -272,7 +274,7 @@ def test_adam_on_cpu_equals_torch_adam_on_a_dense_copy(tiny_dataset, l2):
 
 def test_dense_tables_are_asked_for_only_when_needed_and_conflicts_are_named():
     from recsys_kdef.config import ConfigError
-    from recsys_kdef.distributed import dense_tables_if_needed
+    from recsys_kdef.distributed.sharding import dense_tables_if_needed
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     plain = load_config([])
@@ -294,7 +296,7 @@ def test_a_plan_that_shards_a_table_which_must_stay_dense_is_refused():
     from types import SimpleNamespace
 
     from recsys_kdef.config import ConfigError
-    from recsys_kdef.distributed import _check_dense_tables, dense_tables_if_needed
+    from recsys_kdef.distributed.sharding import _check_dense_tables, dense_tables_if_needed
 
     cfg = load_config(["--train.sparse_optimizer", "adam"])
     dense = dense_tables_if_needed(cfg.planner, cfg.train, torch.device("cpu"))

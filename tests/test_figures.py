@@ -11,9 +11,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from recsys_kdef import diagnose, study
-from recsys_kdef.eval_plots import calibration_limits
-from recsys_kdef.plots import mean_std_text, subplots, ticks_at
+from recsys_kdef.analysis import diagnose, study
+from recsys_kdef.eval.plots import calibration_limits
+from recsys_kdef.figures import mean_std_text, subplots, ticks_at
 
 
 @pytest.fixture

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from recsys_kdef import offline_eval
 from recsys_kdef.config import SyntheticConfig, load_config
 from recsys_kdef.data.prepare.__main__ import main as prepare_main
 from recsys_kdef.data.prepare.fake import make_fake
 from recsys_kdef.data.synthetic import generate
-from recsys_kdef.distributed import destroy_distributed, init_distributed
-from recsys_kdef.export import copy_vocabularies, export_artifact
+from recsys_kdef.distributed.process import destroy_distributed, init_distributed
+from recsys_kdef.eval import __main__ as offline_eval
 from recsys_kdef.io import atomic_path
+from recsys_kdef.serve.export import copy_vocabularies, export_artifact
 from recsys_kdef.train import run
 
 UMASKS = [0o022, 0o077]

@@ -14,21 +14,18 @@ import pytest
 import torch
 from torch import nn
 
+from recsys_kdef.builders.model import build_training_model
+from recsys_kdef.builders.train_wrapper import EnsembleTrain
 from recsys_kdef.config import SyntheticConfig, load_config
 from recsys_kdef.data import Schema, build_readers
 from recsys_kdef.data.synthetic import generate
-from recsys_kdef.distributed import (
-    build_optimizer,
-    destroy_distributed,
-    init_distributed,
-    shard_model,
-)
-from recsys_kdef.evaluate import evaluate
-from recsys_kdef.models.teacher_student import build_training_model
-from recsys_kdef.models.train_wrapper import EnsembleTrain
+from recsys_kdef.distributed.optimizers import build_optimizer
+from recsys_kdef.distributed.process import destroy_distributed, init_distributed
+from recsys_kdef.distributed.sharding import shard_model
+from recsys_kdef.eval.evaluate import evaluate
 from recsys_kdef.objectives import build_objective
 from recsys_kdef.train import run
-from recsys_kdef.trainer import Trainer
+from recsys_kdef.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

@@ -46,16 +46,16 @@ def test_evaluate_component_runs_the_evaluation_module():
     app = components.evaluate(
         "--heads", "ensemble", checkpoint="runs/demo", data="data/demo", nproc_per_node=4
     )
-    command = " ".join(app.roles[0].args)  # torchrun ... -m recsys_kdef.evaluate ARGS
+    command = " ".join(app.roles[0].args)  # torchrun ... -m recsys_kdef.eval ARGS
     assert "--nproc_per_node 4" in command
     assert command.endswith(
-        "-m recsys_kdef.evaluate --checkpoint runs/demo --data data/demo --split test --heads ensemble"
+        "-m recsys_kdef.eval --checkpoint runs/demo --data data/demo --split test --heads ensemble"
     )
     dry = torchx_dryrun(
         "-s", "local_cwd", "launch/components.py:evaluate", "--checkpoint", "runs/demo",
         "--data", "data/demo", "--nproc_per_node", "4",
     )  # fmt: skip
-    assert "recsys_kdef.evaluate" in dry
+    assert "recsys_kdef.eval" in dry
 
 
 def test_slurm_dry_run_of_the_component():

@@ -8,8 +8,8 @@ import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchrec.metrics.auc import compute_auc
 
-from recsys_kdef.binned_auc import BinnedAUC
-from recsys_kdef.trainer import decay_on_plateau
+from recsys_kdef.eval.binned_auc import BinnedAUC
+from recsys_kdef.training.early_stopping import decay_on_plateau
 
 
 def test_plateau_decay_is_reduce_lr_on_plateau_step_for_step():
@@ -52,7 +52,7 @@ def test_ne_matches_torchrec_compute_ne():
     running sums EvalMetrics keeps instead of NEMetric's per-row state."""
     from torchrec.metrics.ne import compute_cross_entropy, compute_ne
 
-    from recsys_kdef.metrics import EPS, EvalMetrics
+    from recsys_kdef.eval.metrics import EPS, EvalMetrics
 
     torch.manual_seed(1)
     n = 50_000

@@ -8,12 +8,14 @@ import torch
 from multiprocess import run_multiprocess
 from test_distributed import local_table_state, rank_of
 
-from recsys_kdef.checkpoint import load_full_state_dict
+from recsys_kdef.builders.train_wrapper import EnsembleTrain
+from recsys_kdef.checkpoint.store import load_full_state_dict
 from recsys_kdef.config import load_config
 from recsys_kdef.data import Schema, build_readers
-from recsys_kdef.distributed import all_gather_rows, build_optimizer, shard_model
+from recsys_kdef.distributed.collectives import all_gather_rows
+from recsys_kdef.distributed.optimizers import build_optimizer
+from recsys_kdef.distributed.sharding import shard_model
 from recsys_kdef.models.ensemble import build_model
-from recsys_kdef.models.train_wrapper import EnsembleTrain
 from recsys_kdef.objectives import build_objective
 
 STUDENTS = (

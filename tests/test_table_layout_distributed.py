@@ -9,16 +9,16 @@ from fbgemm_gpu.split_table_batched_embeddings_ops_common import BoundsCheckMode
 from multiprocess import run_multiprocess
 from test_distributed import assert_local_state_matches, setup
 
-from recsys_kdef.checkpoint import (
+from recsys_kdef.builders.train_wrapper import EnsembleTrain
+from recsys_kdef.checkpoint.store import (
     load_full_model_state,
     load_full_state_dict,
     load_into,
     save_checkpoint,
 )
-from recsys_kdef.distributed import build_optimizer
+from recsys_kdef.distributed.optimizers import build_optimizer
 from recsys_kdef.models.ensemble import build_model
 from recsys_kdef.models.table_layout import stack_state_dict
-from recsys_kdef.models.train_wrapper import EnsembleTrain
 from recsys_kdef.objectives import build_objective
 
 

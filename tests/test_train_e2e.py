@@ -14,12 +14,12 @@ import pytest
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
+from recsys_kdef.builders.job import build_job
 from recsys_kdef.config import SyntheticConfig, load_config
 from recsys_kdef.data.synthetic import generate
-from recsys_kdef.distributed import destroy_distributed, init_distributed
-from recsys_kdef.evaluate import evaluate
-from recsys_kdef.train import build_job
-from recsys_kdef.trainer import Trainer
+from recsys_kdef.distributed.process import destroy_distributed, init_distributed
+from recsys_kdef.eval.evaluate import evaluate
+from recsys_kdef.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,6 +30,7 @@ def env_with_venv() -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_demo_under_torchx_learns_the_planted_signal(tmp_path):
     """The README's demo command (2 processes, K=4 KDEF) reaches near-Bayes AUC."""
     demo = load_config(["--config", str(ROOT / "configs/demo.yaml")])
@@ -91,7 +92,7 @@ def test_demo_under_torchx_learns_the_planted_signal(tmp_path):
     export = [
         sys.executable,
         "-m",
-        "recsys_kdef.export",
+        "recsys_kdef.serve.export",
         "--checkpoint",
         str(out),
         "--out",
@@ -104,7 +105,7 @@ def test_demo_under_torchx_learns_the_planted_signal(tmp_path):
         cmd = [
             sys.executable,
             "-m",
-            "recsys_kdef.predict",
+            "recsys_kdef.serve.predict",
             "--model",
             str(artifact),
             "--input",

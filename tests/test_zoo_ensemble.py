@@ -11,16 +11,16 @@ import torch
 from multiprocess import run_multiprocess
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from recsys_kdef.checkpoint import load_checkpoint
+from recsys_kdef.checkpoint.store import load_checkpoint
 from recsys_kdef.config import ModelConfig, StudentSpec, load_config
 from recsys_kdef.config.loading import from_dict
 from recsys_kdef.data.reader import ParquetBatchReader, list_split_files
 from recsys_kdef.data.schema import Schema
-from recsys_kdef.export import export_artifact
 from recsys_kdef.models.ensemble import build_model
 from recsys_kdef.models.towers import BatchedMLP
 from recsys_kdef.models.zoo.base import StackedStudents
-from recsys_kdef.predict import Predictor
+from recsys_kdef.serve.export import export_artifact
+from recsys_kdef.serve.predict import Predictor
 
 # a small version of the KDEF authors' latest mix (PNN + FINAL + ECN), 2 ECN students, the
 # FINAL student with tables of its own dimension

@@ -14,7 +14,7 @@ import torch
 from torchmetrics.functional.classification import binary_auroc
 from torchrec.metrics.auc import compute_auc
 
-from recsys_kdef.binned_auc import BinnedAUC
+from recsys_kdef.eval.binned_auc import BinnedAUC
 
 
 def main() -> None:

@@ -24,14 +24,15 @@ from pathlib import Path
 
 import torch
 
-from recsys_kdef import checkpoint as ckpt
+from recsys_kdef.builders.job import build_module, checkpoint_meta
+from recsys_kdef.checkpoint import store as ckpt
 from recsys_kdef.config import SyntheticConfig, load_config
 from recsys_kdef.data.reader import ParquetBatchReader, list_split_files
 from recsys_kdef.data.schema import Schema
 from recsys_kdef.data.synthetic import generate
-from recsys_kdef.distributed import destroy_distributed, init_distributed, quiet_library_warnings
-from recsys_kdef.evaluate import evaluate
-from recsys_kdef.train import build_module, checkpoint_meta
+from recsys_kdef.distributed.library_warnings import quiet_library_warnings
+from recsys_kdef.distributed.process import destroy_distributed, init_distributed
+from recsys_kdef.eval.evaluate import evaluate
 
 
 def config_args(data: Path, students: int, batch_size: int) -> list[str]:

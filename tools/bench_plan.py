@@ -8,7 +8,7 @@ writes bench/kdd12/schema.json so the tool itself can be pointed at the same tab
     python tools/bench_plan.py [--world 2x8] [--device h100] [--repeats 3] [--out bench/bench_plan.json]
     python -m recsys_kdef.plan --data bench/kdd12 --world 2x8 --device h100 --model.num_students 10
 
-Vocabularies: KDD12_x10 has 13 fields and 4,668,096 features in all (NOTES §7); the split
+Vocabularies: KDD12_x10 has 13 fields and 4,668,096 features in all (docs/papers.md §7); the split
 over fields is not published with it, so KDD12_VOCAB below is an assumption (the id fields
 large, the bucketised numeric ones tiny) that sums to that total.
 """
@@ -27,7 +27,7 @@ import torch
 
 from recsys_kdef.config import load_config
 from recsys_kdef.data.schema import Schema, SparseField
-from recsys_kdef.distributed import quiet_library_warnings
+from recsys_kdef.distributed.library_warnings import quiet_library_warnings
 from recsys_kdef.plan.__main__ import DEVICES, plan_schema
 from recsys_kdef.plan.text import format_summary, ranks_section, totals_section
 

@@ -37,21 +37,17 @@ import numpy as np
 import torch
 from naive_reference import NaiveEnsemble, NaiveStep  # noqa: E402  (tools/, beside this file)
 
+from recsys_kdef.builders.model import build_train_module
 from recsys_kdef.config import load_config
 from recsys_kdef.data.batch import Batch
 from recsys_kdef.data.columns import Columns
 from recsys_kdef.data.schema import Schema, SparseField
-from recsys_kdef.distributed import (
-    DistContext,
-    build_optimizer,
-    destroy_distributed,
-    init_distributed,
-    quiet_library_warnings,
-    shard_model,
-)
-from recsys_kdef.step_counts import OpCounter, OpCounts, ids_looked_up
-from recsys_kdef.train import build_train_module
-from recsys_kdef.trainer import Trainer
+from recsys_kdef.distributed.library_warnings import quiet_library_warnings
+from recsys_kdef.distributed.optimizers import build_optimizer
+from recsys_kdef.distributed.process import DistContext, destroy_distributed, init_distributed
+from recsys_kdef.distributed.sharding import shard_model
+from recsys_kdef.training.step_counts import OpCounter, OpCounts, ids_looked_up
+from recsys_kdef.training.trainer import Trainer
 
 # Vocabulary sizes of Criteo_x4 as FuxiCTR encodes it (13 bucketised integer fields, 26 categorical)
 CRITEO_VOCAB = [44, 99, 122, 41, 220, 112, 80, 69, 92, 6, 27, 37, 72] + [

@@ -6,7 +6,7 @@
 #
 #   run(command="bash tools/gpu_check.sh", carry=[".gpu"], timeout_s=540)
 #
-# With .gpu/ (the wheels of ../shared/gpu plus PyYAML, see README) they are installed first.
+# With .gpu/ (the GPU stack's wheels plus PyYAML, see README) they are installed first.
 # GPU_CHECK_STEPS (20) timed steps per bench row, GPU_CHECK_BATCH (10000) the bench batch:
 # smaller values let the script itself be tried on a CPU machine.
 # Then the throughput rows at each batch of GPU_CHECK_BATCHES (10000 65536), K = 1 and 10:

@@ -9,7 +9,7 @@ from torch import nn
 
 from recsys_kdef.data.batch import Batch
 from recsys_kdef.data.schema import Schema
-from recsys_kdef.models.ensemble import EnsembleOutput
+from recsys_kdef.models.outputs import EnsembleOutput
 from recsys_kdef.objectives.kdef import KDEFObjective
 
 

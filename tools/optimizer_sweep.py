@@ -6,7 +6,7 @@ students' spread, and training samples/s. Prints a Markdown table and writes JSO
         --variants default,batch_rows,decoupled,parity --modes shared,per_model \
         --seeds 2024,2025,2026 [--section.key value ...]
 
-Each run is recsys_kdef/train.py in its own process (recsys_kdef.study's runner), in
+Each run is recsys_kdef/train.py in its own process (recsys_kdef.analysis.study's runner), in
 `<out>/runs/<variant>-<mode>-seed<s>/`; a run that finished before is read back, so an
 interrupted sweep resumes. Variants are named below; extra `--section.key value` arguments
 apply to every run (e.g. `--data.path data/ml100k`).
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys_kdef.analysis.study import train_in_subprocess
 from recsys_kdef.io import atomic_path
-from recsys_kdef.study import train_in_subprocess
 
 ADAGRAD = ["--train.sparse_optimizer", "rowwise_adagrad", "--train.sparse_lr", "0.05"]
 ADAM = ["--train.sparse_optimizer", "adam", "--train.sparse_lr", "0.001"]

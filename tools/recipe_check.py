@@ -31,10 +31,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recsys_kdef.analysis.study import train_in_subprocess
 from recsys_kdef.config import load_config
 from recsys_kdef.data.reader import list_split_files
 from recsys_kdef.io import atomic_path
-from recsys_kdef.study import train_in_subprocess
 
 SPLITS = ("train", "valid", "test")
 

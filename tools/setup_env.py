@@ -7,7 +7,7 @@ dependency) from the pins in pyproject.toml, then this project and its test tool
 
 Why a script: a project file cannot say "torchrec, but not its fbgemm-gpu dependency",
 and a plain `pip install torchrec` pulls the 465 MB CUDA fbgemm-gpu whose files
-overwrite the CPU build (../shared/NOTES.md §1).
+overwrite the CPU build.
 """
 
 from __future__ import annotations

@@ -6,8 +6,6 @@ recsys_kdef.distributed shards it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection
@@ -16,44 +14,10 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from recsys_kdef.config import ModelConfig
 from recsys_kdef.data.schema import Schema
 from recsys_kdef.models.fusion import HiddenFusion
+from recsys_kdef.models.outputs import EnsembleOutput
 from recsys_kdef.models.sparse import SequenceCut, SparseArch
 from recsys_kdef.models.students import StudentTowers, build_student_towers, student_groups
 from recsys_kdef.models.table_layout import GroupSplit, build_tables
-
-
-@dataclass
-class EnsembleOutput:
-    """What the students produce for a batch of B rows.
-
-    logits: (B, K) each student's logit
-    hidden: (B, K, H) each student's last hidden vector (input of its output layer), zero-padded
-        to the widest student's H in a heterogeneous ensemble
-    embeddings: (B, T) every table's pooled embedding, side by side (what the batch L2 reads)
-    fused_logit: (B,) the fusion module's prediction, if the model has one
-    fusion_weights: (B, K) the fusion's per-sample weights of the students
-    aux_loss: (K,) each student's own auxiliary loss (DIEN's; 0 for students without one), or
-        None when no student has one; the train wrapper adds it to the objective
-    """
-
-    logits: torch.Tensor
-    hidden: torch.Tensor
-    embeddings: torch.Tensor | None = None
-    fused_logit: torch.Tensor | None = None
-    fusion_weights: torch.Tensor | None = None
-    aux_loss: torch.Tensor | None = None
-
-    @property
-    def teacher_logit(self) -> torch.Tensor:
-        """(B,) the ensemble: mean of the students' logits (KDEF's abstract teacher)."""
-        return self.logits.mean(dim=1)
-
-    def heads(self) -> dict[str, torch.Tensor]:
-        """Every prediction to evaluate, as (B,) logits: each student, the ensemble, the fusion."""
-        heads = {f"student_{k}": self.logits[:, k] for k in range(self.logits.shape[1])}
-        heads["ensemble"] = self.teacher_logit
-        if self.fused_logit is not None:
-            heads["fused"] = self.fused_logit
-        return heads
 
 
 class EnsembleModel(nn.Module):

@@ -1,4 +1,4 @@
-"""Fusion of the students' hidden vectors into one prediction (CETNet, NOTES §5).
+"""Fusion of the students' hidden vectors into one prediction (CETNet, docs/papers.md §5).
 
 `confidence` (CETNet): per sample, w = softmax_m(C_m) with C_m = -H(p_m) the negative binary
 entropy of model m's prediction, detached unless stop_gradient is off; the fused vector is

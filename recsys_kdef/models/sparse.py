@@ -1,7 +1,7 @@
 """Embedding tables of the ensemble, all in ONE EmbeddingBagCollection, and their lookup.
 
 per_model: student k owns table `s{k}__{field}` for every field (K x F tables). Tables that
-read the same feature get output keys `field@table` (NOTES §2), so the input KJT carries
+read the same feature get output keys `field@table` (docs/papers.md §2), so the input KJT carries
 each feature once and one fused lookup serves all students; the planner shards all
 K x F tables together. shared: one table per field (F tables), as in the KDEF code.
 

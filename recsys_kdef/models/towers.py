@@ -3,7 +3,7 @@
 Activations are laid out (K, B, H) so each layer is one batched matmul over the students
 rather than a Python loop. Other architectures live in recsys_kdef.models.zoo. Contract: every
 parameter and buffer of a tower module has the students as its first dimension, so that one
-student can be sliced out (recsys_kdef.export).
+student can be sliced out (recsys_kdef.serve.export).
 """
 
 from __future__ import annotations

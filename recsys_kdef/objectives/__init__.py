@@ -1,8 +1,10 @@
 """Collaborative objectives: a registry of loss modules, chosen by `objective.name`.
 
 Each is an nn.Module with `from_config(objective_cfg, model)` (the built model, for sizes) and
-`forward(output: EnsembleOutput, labels) -> ObjectiveOutput`. A new objective is one file
-plus one line here.
+`forward(output: EnsembleOutput, labels) -> ObjectiveOutput`. A new objective is one file,
+one line here, and its name in recsys_kdef.config.sections.ObjectiveName (with options: their
+dataclass and field in ObjectiveConfig there); config imports no objective code, and a test keeps
+ObjectiveName equal to OBJECTIVES.
 """
 
 from __future__ import annotations

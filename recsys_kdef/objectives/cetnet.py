@@ -1,4 +1,4 @@
-"""CETNet (NOTES §5): the fused prediction, every model's own prediction, and a symmetric KL
+"""CETNet (docs/papers.md §5): the fused prediction, every model's own prediction, and a symmetric KL
 that aligns the models' predictions with each other.
 
     L = BCE(p_fused, y) + sum_m BCE(p_m, y) + alpha * SKL
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_kdef.models.ensemble import EnsembleOutput
+from recsys_kdef.models.outputs import EnsembleOutput
 from recsys_kdef.objectives.base import ObjectiveOutput, per_student_bce
 
 

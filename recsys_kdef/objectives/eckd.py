@@ -1,4 +1,4 @@
-"""ECKD (NOTES §6): distil one or several teachers into the student ensemble.
+"""ECKD (docs/papers.md §6): distil one or several teachers into the student ensemble.
 
 Teachers T_1..T_M are the teacher models' ensemble logits (`teacher_heads: ensemble`) or
 their individual students (`students`). They are combined per sample by the gating network
@@ -12,7 +12,7 @@ and the gate only):
 (hint keeps gamma = 1 as the paper's §4.1.3 does; W_i are learned projections from teacher i's
 hidden vector to the student's). The student loss is the mean over k. Co-trained teachers add
 their own BCE (mean over the teacher models' students). `gate_objective: labels` also fits the
-gated teacher to the labels (gradient to the gate only); by default (NOTES: "gate trained with
+gated teacher to the labels (gradient to the gate only); by default (docs/papers.md §6: "gate trained with
 the student") the gate learns from the student's loss alone.
 """
 
@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_kdef.models.teacher_student import DistillOutput, TeacherStudentModel
+from recsys_kdef.models.outputs import DistillOutput
+from recsys_kdef.models.teacher_student import TeacherStudentModel
 from recsys_kdef.objectives.base import ObjectiveOutput, per_student_bce
 
 

@@ -1,5 +1,5 @@
 """KDEF: students learn from labels, from the ensemble teacher (KD) and from each other (DML),
-with loss weights set by an examination of each student (NOTES §4, the authors' EKTF code).
+with loss weights set by an examination of each student (docs/papers.md §4, the authors' EKTF code).
 
 With p_k = sigmoid(logit_k), teacher y_t = sigmoid(mean_k logit_k) (mean of LOGITS):
     ctr_k = BCE(p_k, y)              kd_k = C(p_k, stopgrad(y_t))
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_kdef.models.ensemble import EnsembleOutput
+from recsys_kdef.models.outputs import EnsembleOutput
 from recsys_kdef.objectives.base import ObjectiveOutput, per_student_bce
 
 Variant = Literal["full", "only_kd", "only_dml", "no_exam"]

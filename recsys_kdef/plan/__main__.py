@@ -21,15 +21,16 @@ from pathlib import Path
 
 import torch
 
+from recsys_kdef.builders.model import build_train_module
 from recsys_kdef.config import ConfigError, ExperimentConfig, load_config
 from recsys_kdef.data import DataError, Schema
 from recsys_kdef.data.stats import FieldStats, estimate_field_stats
-from recsys_kdef.distributed import attach_sparse_optimizer, quiet_library_warnings
+from recsys_kdef.distributed.library_warnings import quiet_library_warnings
+from recsys_kdef.distributed.optimizers import attach_sparse_optimizer
 from recsys_kdef.plan.figure import plot_ranks
 from recsys_kdef.plan.planning import PlanTarget, build_planner, collections, plan_module
 from recsys_kdef.plan.summary import PlanSummary
 from recsys_kdef.plan.text import format_compare, format_summary
-from recsys_kdef.train import build_train_module
 
 # compute device, HBM GB, HBM bandwidth GB/s (vendor figures); planner.* overrides win
 DEVICES: dict[str, tuple[str, float | None, float | None]] = {

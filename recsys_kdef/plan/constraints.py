@@ -26,7 +26,7 @@ from recsys_kdef.config import ConfigError, PlannerConfig
 from recsys_kdef.config.loading import from_dict, read_yaml
 from recsys_kdef.config.sections import ShardingType
 
-# gloo has no reduce_scatter, so row-wise kinds are CUDA-only (NOTES §2)
+# gloo has no reduce_scatter, so row-wise kinds are CUDA-only (docs/papers.md §2)
 CPU_SHARDING_TYPES = ["table_wise", "column_wise", "table_column_wise", "data_parallel"]
 # The default on CPU leaves data_parallel out: the planner's CPU cost model picks it even for
 # tables of 100k+ rows, whose dense gradients then cost O(table size) every step (zeroing,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from recsys_kdef.figures import save_figure, subplots, ticks_at
 from recsys_kdef.plan.summary import PlanSummary
-from recsys_kdef.plots import save_figure, subplots, ticks_at
 
 
 def rank_series(s: PlanSummary) -> dict[str, list[float]]:

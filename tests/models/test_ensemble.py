@@ -72,8 +72,8 @@ def test_shared_tables_feed_every_student(tiny_dataset):
 def test_whole_table_l2_adds_exactly_l2_times_every_table_row_to_the_gradient(tiny_dataset):
     """(l2/2)*||E||^2 per table: the gradient of every row, read or not, grows by l2 * E; the
     towers' gradients do not change."""
+    from recsys_kdef.builders.train_wrapper import EnsembleTrain
     from recsys_kdef.config import ObjectiveConfig
-    from recsys_kdef.models.train_wrapper import EnsembleTrain
     from recsys_kdef.objectives import build_objective
 
     _, model, batch = make(tiny_dataset, "per_model")

@@ -10,7 +10,7 @@ from recsys_kdef.data.reader import ParquetBatchReader, list_split_files
 from recsys_kdef.data.schema import Schema
 from recsys_kdef.models.ensemble import build_model
 from recsys_kdef.models.table_layout import stack_state_dict, unstack_state_dict
-from recsys_kdef.step_counts import ids_looked_up
+from recsys_kdef.training.step_counts import ids_looked_up
 
 # two students of dim 4 and one of dim 8: stacked width 16, columns [0, 4), [4, 8), [8, 16)
 DIMS = [4, 4, 8]

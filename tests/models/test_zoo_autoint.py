@@ -68,6 +68,7 @@ def test_interacting_layer_equals_a_loop_over_fields_and_heads(use_scale):
     torch.testing.assert_close(layer(x), expected)
 
 
+@pytest.mark.slow
 def test_learns_a_three_way_interaction_to_within_a_margin_of_bayes():
     # AutoInt+ with one attention layer and a DNN [32, 32] (2,922 parameters) reaches 0.760-0.762,
     # about an MLP of equal size ([41, 41]: ~0.761), Bayes 0.776: attention over fields is no

@@ -56,6 +56,7 @@ def test_cross_layers_equal_fuxictrs_cross_interaction():
     torch.testing.assert_close(cross(x0), x)
 
 
+@pytest.mark.slow
 def test_learns_a_three_way_interaction_an_mlp_of_equal_size_misses():
     """DCN's cross layers only approximate a pure 3-way product (every layer is x_0 s(x_0) + c,
     the lower-order terms come along; DCN V2's full-rank W removes that): crossnet-only DCN

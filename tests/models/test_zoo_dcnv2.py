@@ -76,6 +76,7 @@ def test_low_rank_mixture_equals_fuxictrs_per_expert_loop():
     torch.testing.assert_close(mix(x0), x.squeeze(2))
 
 
+@pytest.mark.slow
 def test_learns_a_three_way_interaction_an_mlp_of_equal_size_misses():
     data = three_way(n=30_000)
     dcn_auc, mlp_auc, bayes = against_equal_mlp(

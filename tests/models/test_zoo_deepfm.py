@@ -45,6 +45,7 @@ def test_fm_term_equals_the_explicit_pairwise_sum():
     torch.testing.assert_close(fm_pairwise(e), pairs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hidden_units", [[32, 32], []])  # DeepFM; FM + linear output only
 def test_learns_a_planted_two_way_interaction_a_linear_model_cannot(hidden_units):
     """Seed 0: DeepFM 0.810, FM alone 0.809 (8 epochs), linear 0.618, Bayes 0.823; the FM alone

@@ -53,6 +53,7 @@ def test_one_layer_is_the_normalised_ensemble_plus_shortcut():
     torch.testing.assert_close(layer(x), expected)
 
 
+@pytest.mark.slow
 def test_learns_a_three_way_interaction_to_within_a_margin_of_bayes():
     # DHEN, 2 layers of self-attention + linear (5,465 parameters), reaches ~0.761-0.764, about
     # an MLP of equal size ([60, 60]: ~0.763), Bayes 0.776; with the ensemble dropped ~0.61

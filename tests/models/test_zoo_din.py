@@ -104,6 +104,7 @@ def test_each_stacked_student_is_its_slice_and_masked_positions_are_ignored():
             torch.testing.assert_close(hj[0], hidden[j], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_learns_a_target_attention_signal_an_mlp_of_equal_size_misses():
     data = behaviour(n=40_000, vocab=64)
     din = build_sequence(

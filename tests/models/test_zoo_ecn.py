@@ -67,6 +67,7 @@ def test_one_cross_layer_is_the_self_masked_exponential_cross():
     torch.testing.assert_close(logit, (x1 @ net.fc.weight.t() + net.fc.bias).squeeze(1))
 
 
+@pytest.mark.slow
 def test_learns_a_three_way_interaction_an_mlp_of_equal_size_misses():
     # ECN, 2 layers (2,569 parameters), reaches ~0.772 (0.771-0.774 over initialisations), the MLP
     # [38, 38] ~0.762, Bayes 0.776;

@@ -77,6 +77,7 @@ def test_odd_widths_with_concat_are_an_error_naming_the_block():
         FinalParams(block2_hidden_units=[8, 5])
 
 
+@pytest.mark.slow
 def test_learns_a_three_way_interaction_an_mlp_of_equal_size_misses():
     # FINAL 1B [16, 16] (1,097 parameters) reaches 0.770-0.774 over initialisations, the MLP
     # [21, 21] ~0.759, Bayes 0.776;

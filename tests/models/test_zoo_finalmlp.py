@@ -99,6 +99,7 @@ def test_a_context_field_that_does_not_exist_is_an_error_naming_it():
         FinalMLP(FinalMLPParams(fs1_context=[7]), StudentInputs(4, 2, 3))
 
 
+@pytest.mark.slow
 def test_learns_a_three_way_interaction_an_mlp_of_equal_size_misses():
     # FinalMLP [16] x 2 with global feature selection (3,818 parameters) reaches 0.766-0.770 over
     # initialisations, the MLP [49, 49] ~0.761, Bayes 0.776; without the bilinear term ~0.71

@@ -52,6 +52,7 @@ def test_inner_products_equal_an_explicit_loop_over_field_pairs():
     torch.testing.assert_close(inner_products(e), torch.stack(pairs, dim=1))
 
 
+@pytest.mark.slow
 def test_learns_a_planted_two_way_interaction_a_linear_model_cannot():
     """Seed 0: IPNN 0.811, linear 0.618, Bayes 0.823. An equal-size MLP gets 0.809 (IPNN ahead
     by 0.002-0.003 over seeds 0-2 at vocab 40, behind by 0.002-0.008 at vocab 100 and 200: the
@@ -72,6 +73,7 @@ def test_learns_a_planted_two_way_interaction_a_linear_model_cannot():
     assert pnn_auc > mlp_auc - 0.01, (pnn_auc, mlp_auc)
 
 
+@pytest.mark.slow
 def test_the_product_layer_alone_learns_it():
     """No hidden layers (a linear output over [l_z, l_p]): seed 0 0.813; with the inner
     products zeroed it is a linear model, 0.615."""

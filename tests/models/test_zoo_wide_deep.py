@@ -38,6 +38,7 @@ def test_parameter_count_equals_fuxictr_with_our_wide_part(params):
     assert ours == fuxictr - inputs.num_dense + inputs.flat_dim
 
 
+@pytest.mark.slow
 def test_learns_a_planted_two_way_interaction_a_linear_model_cannot():
     """Seed 0: Wide & Deep 0.81, linear 0.618, Bayes 0.823; without hidden layers (wide part
     and a linear 'deep' output) it reaches 0.610, the linear model's AUC."""

@@ -76,6 +76,7 @@ def test_without_a_dnn_the_hidden_vector_is_the_cins_pooled_output():
     assert logits.shape == (2, 6) and hidden.shape == (2, 6, 7) and group.output_dim == 7
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dnn_hidden_units", [[32], []])
 def test_learns_a_three_way_interaction_an_mlp_of_equal_size_misses(dnn_hidden_units):
     """Seed 0: xDeepFM 0.775 vs MLP 0.761 (CIN [8, 8] + DNN [32]; ahead by 0.012-0.016 over

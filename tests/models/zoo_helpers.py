@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from recsys_kdef.group_rows import grouped_auc
+from recsys_kdef.eval.grouped_auc import grouped_auc
 from recsys_kdef.models.zoo import build_student_group
 from recsys_kdef.models.zoo.base import StudentInputs
 

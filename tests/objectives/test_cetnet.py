@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recsys_kdef.models.ensemble import EnsembleOutput
 from recsys_kdef.models.fusion import HiddenFusion
+from recsys_kdef.models.outputs import EnsembleOutput
 from recsys_kdef.objectives.cetnet import CETNetObjective
 
 

@@ -4,8 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recsys_kdef.models.ensemble import EnsembleOutput
-from recsys_kdef.models.teacher_student import DistillOutput
+from recsys_kdef.models.outputs import DistillOutput, EnsembleOutput
 from recsys_kdef.objectives.eckd import ECKDObjective
 
 B = 32

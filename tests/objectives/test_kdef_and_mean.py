@@ -1,10 +1,10 @@
-"""KDEF and mean objectives against independent, loop-based computations of NOTES §4."""
+"""KDEF and mean objectives against independent, loop-based computations of docs/papers.md §4."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from recsys_kdef.models.ensemble import EnsembleOutput
+from recsys_kdef.models.outputs import EnsembleOutput
 from recsys_kdef.objectives import OBJECTIVES
 from recsys_kdef.objectives.kdef import KDEFObjective
 

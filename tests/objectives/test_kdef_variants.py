@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recsys_kdef.models.ensemble import EnsembleOutput
+from recsys_kdef.models.outputs import EnsembleOutput
 from recsys_kdef.objectives.kdef import KDEFObjective
 
 

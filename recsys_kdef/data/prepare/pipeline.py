@@ -32,7 +32,7 @@ from recsys_kdef.data.prepare.lists import LIST_KINDS, cap_lists, list_caps, wit
 from recsys_kdef.data.prepare.text import BadRows
 from recsys_kdef.data.prepare.vocab import HashedIds, TokenCounter, Vocabulary
 from recsys_kdef.data.schema import SPLITS, DataError, DenseField, Schema, SparseField
-from recsys_kdef.outputs import check_writable
+from recsys_kdef.io import check_writable
 
 CARD_VERSION = 1
 MIN_ROW_GROUPS = 16  # per split, when it has the rows: up to 16 ranks can read it

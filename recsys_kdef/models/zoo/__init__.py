@@ -1,4 +1,6 @@
-"""The model zoo: one file per architecture, one line each in ARCHS.
+"""The model zoo: one file per architecture, one line each in ARCHS (the one list of names:
+an unknown `arch` is an error naming them); tests/models/test_zoo.py asks small test
+hyperparameters (SMALL) of each.
 
 Each entry names its paper, the typed hyperparameters (FuxiCTR's names; unknown keys are
 errors) and a builder of a group of `count` identical students:
@@ -14,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from recsys_kdef.config.loading import from_dict
+from recsys_kdef.config.loading import ConfigError, from_dict
 from recsys_kdef.models.zoo.afn import AFN, AFNParams
 from recsys_kdef.models.zoo.autoint import AutoInt, AutoIntParams
 from recsys_kdef.models.zoo.base import StackedStudents, StudentInputs
@@ -86,6 +88,6 @@ def build_student_group(
 ) -> nn.Module:
     """`count` students of `arch`; `params` are checked against its typed hyperparameters."""
     if arch not in ARCHS:
-        raise ValueError(f"{where}: architecture {arch!r} is not in the zoo: {', '.join(ARCHS)}")
+        raise ConfigError(f"{where}: architecture {arch!r} is not in the zoo: {', '.join(ARCHS)}")
     entry = ARCHS[arch]
     return entry.build(from_dict(entry.params, params, f"{where}.params"), inputs, count)

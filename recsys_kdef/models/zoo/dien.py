@@ -18,7 +18,7 @@ The negative n_{j+1} is position j+1 of the next row's history in the batch (row
 FuxiCTR reads negatives from an extra `neg_*` sequence column, which our schema has not); a
 pair counts where e_{j+1} exists (and, for its negative term, n_{j+1} too). The student
 returns aux_loss_alpha * L_aux as its auxiliary loss, which the objectives add
-(recsys_kdef.models.train_wrapper).
+(recsys_kdef.builders.train_wrapper).
 """
 
 from __future__ import annotations

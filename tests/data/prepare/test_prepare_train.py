@@ -9,12 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from recsys_kdef.data.prepare.__main__ import main as prepare_main
 from recsys_kdef.data.prepare.fake import make_fake
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
+@pytest.mark.slow
 def test_kdef_learns_on_prepared_movielens(tmp_path):
     make_fake("movielens", tmp_path / "ml-1m", 150_000, seed=11)
     data = tmp_path / "movielens"

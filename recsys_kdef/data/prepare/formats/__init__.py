@@ -1,4 +1,7 @@
-"""The raw formats `python -m recsys_kdef.data.prepare FORMAT` reads, by name."""
+"""The raw formats `python -m recsys_kdef.data.prepare FORMAT` reads, by name. A new format is
+one file (a Format subclass: name, text layout, fields() and features(chunk)) and one entry
+here; the prepare command gets its subcommand from this table. recsys_kdef.data.prepare.fake
+writes test files in a format's exact layout (FAKES)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,43 @@
+"""The step counters of tools/bench_train.py against counts worked out by hand."""
+
+import torch
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys_kdef.training.step_counts import OpCounter, ids_looked_up
+
+
+def test_ops_and_bytes_of_a_tiny_forward():
+    x, m = torch.randn(4, 3), torch.randn(3, 5)
+    with OpCounter() as c:
+        y = (x * 2).relu()  # mul, relu: (4, 3) fp32 each, 48 bytes
+        w = y @ m  # mm: not counted in bytes
+        w.view(-1).sum()  # view: free; sum: 4 bytes
+    assert dict(c.counts.ops) == {"mul": 1, "relu": 1, "mm": 1, "view": 1, "sum": 1}
+    assert c.counts.total == 5 and c.counts.kernels == 4
+    assert c.counts.bytes_written_nonmatmul == 48 + 48 + 4
+
+
+def test_backward_and_optimizer_ops_are_counted():
+    p = torch.nn.Parameter(torch.randn(8))
+    opt = torch.optim.SGD([p], lr=0.1)
+    with OpCounter() as forward_only:
+        (p * p).sum()
+    with OpCounter() as step:
+        (p * p).sum().backward()
+        opt.step()
+    assert forward_only.counts.total == 2
+    assert step.counts.total > forward_only.counts.total + 2  # backward's muls, SGD's add
+    assert step.counts.ops["mul"] >= 3  # forward, and d(p*p)/dp twice
+
+
+def test_ids_count_each_table_that_reads_a_feature():
+    tables = [
+        EmbeddingBagConfig(name=n, embedding_dim=4, num_embeddings=10, feature_names=fs)
+        for n, fs in [("a0", ["a"]), ("a1", ["a"]), ("b0", ["b"])]
+    ]
+    ebc = EmbeddingBagCollection(tables=tables, device=torch.device("meta"))
+    kjt = KeyedJaggedTensor.from_lengths_sync(
+        keys=["a", "b"], values=torch.arange(7), lengths=torch.tensor([1, 2, 0, 1, 1, 2])
+    )  # a: 3 ids over 3 rows, b: 4 ids
+    assert ids_looked_up(ebc, kjt) == 2 * 3 + 4
