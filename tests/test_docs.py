@@ -18,7 +18,9 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
 
 LINK = re.compile(r"\]\(([^)\s#]+)(#[^)\s]*)?\)")
-REPO_PATH = re.compile(r"(?<![\w./-])((?:recsys_kdef|tests|tools|configs|launch|docs)/[\w./*<>{}-]*[\w/*>}])")
+REPO_PATH = re.compile(
+    r"(?<![\w./-])((?:recsys_kdef|tests|tools|configs|launch|docs)/[\w./*<>{}-]*[\w/*>}])"
+)
 DOTTED = re.compile(r"(?<![\w./-])(recsys_kdef(?:\.\w+)+)")
 COMMAND = re.compile(r"(?<![\w-])(recsys-kdef-[a-z-]*[a-z])")
 # paths a command writes or a user chooses, not files of the repository

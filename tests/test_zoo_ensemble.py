@@ -126,8 +126,10 @@ def assert_every_student_exports_as_inside(out, dataset, tmp_path) -> None:
     does inside the trained ensemble."""
     ckpt = load_checkpoint(out)
     schema = Schema.from_json(ckpt["schema"])
-    full = build_model(from_dict(ModelConfig, ckpt["config"]["model"], "model"), schema)
-    full = full.to_empty(device=torch.device("cpu"))
+    cfg = from_dict(ModelConfig, ckpt["config"]["model"], "model")
+    # tables on the CPU from the start: to_empty would also wipe the buffers a checkpoint does
+    # not hold (a sequence schema's position indices)
+    full = build_model(cfg, schema, device=torch.device("cpu"))
     full.load_state_dict(ckpt["state_dict"])
     full.eval()
     parquet = list_split_files(dataset, "test")[0]

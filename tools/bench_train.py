@@ -4,9 +4,10 @@ Runs the training loop's own steps (Trainer.train_steps: DMP-sharded EmbeddingBa
 with fused rowwise Adagrad, K batched towers, KDEF loss, Adam on the towers), with the plain
 loop and with TorchRec's TrainPipelineSparseDist (train.pipeline), in one process, on CPU
 and, if present, on the GPU. A step's time is the interval between two steps' losses
-coming back (the median is reported). Batches are made in memory, so reading is not
-measured. Prints a table (ms/step, samples/s, step(K)/step(K=min) and a FLOP/byte roofline
-bound) and writes JSON; arguments it does not know are config overrides.
+coming back (the median is reported), beside the process CPU time of that interval (what a
+busy machine inflates least). Batches are made in memory, so reading is not measured. Prints
+a table (ms/step, samples/s, step(K)/step(K=min), CPU ms/step and its ratio, and a FLOP/byte
+roofline bound) and writes JSON; arguments it does not know are config overrides.
 
     python tools/bench_train.py                       # K in {1,4,10} x {per_model, shared}
     python tools/bench_train.py --students 4 --batch-size 10000 --steps 20 --out bench/gpu.json
@@ -18,6 +19,13 @@ Mixed ensembles (`--mixes`, model.students) are timed beside the identical-MLP e
 + 2 DCNv2 (the MLPs one batched group), the same 4 MLPs as 4 one-student groups (what
 batching saves), and the KDEF authors' PNN + FINAL + ECN; and single students of the zoo
 (`--students 1 --mixes zoo`, or some of them by name) beside one MLP.
+
+Sequence students (`--seq-len L`): the schema gains a target item field and its behaviour
+sequence of the last L item ids (every row a full history, so L positions are looked up), and
+`--students 1 --mixes seq` times one DIN, DIEN and InterFormer student beside one MLP of the
+same widths (the MLP reads the history as one mean-pooled field):
+
+    python tools/bench_train.py --students 1 --modes per_model --pipeline off --seq-len 100 --mixes seq
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 from naive_reference import NaiveEnsemble, NaiveStep  # noqa: E402  (tools/, beside this file)
 
@@ -80,33 +89,46 @@ CRITEO_VOCAB = [44, 99, 122, 41, 220, 112, 80, 69, 92, 6, 27, 37, 72] + [
 ]
 
 
-def criteo_schema(vocab_scale: float) -> Schema:
+# the target item of the sequence benchmark: AmazonElectronics_x1's item vocabulary (63,001)
+ITEM_VOCAB = 63001
+
+
+def criteo_schema(vocab_scale: float, seq_len: int = 0) -> Schema:
+    """Criteo_x4's 39 fields; with seq_len > 0 also a target `item` and its behaviour sequence
+    `item_history` (its last seq_len ids, in the item's table, mean-pooled for students that do
+    not read sequences)."""
     fields = [
         SparseField(f"f{i}", max(2, int(v * vocab_scale))) for i, v in enumerate(CRITEO_VOCAB)
     ]
+    if seq_len:
+        items = max(2, int(ITEM_VOCAB * vocab_scale))
+        fields += [
+            SparseField("item", items),
+            SparseField("item_history", items, True, "mean", sequence_of="item", max_len=seq_len),
+        ]
     return Schema(sparse=tuple(fields), dense=(), label="label")
 
 
 def make_batches(
     schema: Schema, batch_size: int, count: int, seed: int = 0, pin: bool = False
 ) -> list[Batch]:
-    """`count` random batches, ids Zipf-like (a = 1.1) per field; in pinned memory if `pin`
-    (as the reader gives them on CUDA), so host-to-device copies are asynchronous."""
+    """`count` random batches, ids Zipf-like (a = 1.1) per field, a sequence full (max_len ids
+    per row), decoded as the reader decodes a row group; in pinned memory if `pin` (as the
+    reader gives them on CUDA), so host-to-device copies are asynchronous."""
     rng = np.random.default_rng(seed)
     batches = []
     for _ in range(count):
-        values = []
+        columns = {}
         for f in schema.sparse:
-            ranks = np.minimum(rng.zipf(1.1, batch_size) - 1, f.vocab_size - 1)
-            values.append(ranks.astype(np.int64))
-        cols = Columns(
-            dense=np.zeros((batch_size, 0), np.float32),
-            values=values,
-            lengths=[np.ones(batch_size, np.int32) for _ in schema.sparse],
-            labels=(rng.random(batch_size) < 0.25).astype(np.float32),
-            groups=None,
-        )
-        batch = cols.to_batch(schema.sparse_names)
+            size = batch_size * (f.max_len if f.sequence_of else 1)
+            ids = pa.array(np.minimum(rng.zipf(1.1, size) - 1, f.vocab_size - 1))
+            if f.sequence_of:
+                offsets = pa.array(np.arange(0, size + 1, f.max_len, dtype=np.int32))
+                ids = pa.ListArray.from_arrays(offsets, ids)
+            columns[f.name] = ids
+        columns[schema.label] = pa.array((rng.random(batch_size) < 0.25).astype(np.float32))
+        cols = Columns.from_arrow(pa.table(columns), schema, "benchmark batch")
+        batch = cols.to_batch(schema.feature_names)
         batches.append(batch.pin_memory() if pin else batch)
     return batches
 
@@ -143,6 +165,18 @@ def zoo_students(hidden: list[int]) -> dict[str, str]:
     return {name: f"[{{arch: {name.split()[0]}, params: {p}}}]" for name, p in one.items()}
 
 
+def sequence_students(hidden: list[int]) -> dict[str, str]:
+    """One student of each sequence architecture (FuxiCTR's defaults, DNNs of `hidden` widths;
+    InterFormer its own defaults): each one's step time beside the 1-MLP row (`--seq-len`)."""
+    one = {
+        "din": f"{{dnn_hidden_units: {hidden}}}",
+        "dien": f"{{dnn_hidden_units: {hidden}}}",
+        "dien aux": f"{{dnn_hidden_units: {hidden}, aux_loss_alpha: 0.2}}",
+        "interformer": f"{{dnn_hidden_units: {hidden}}}",
+    }
+    return {name: f"[{{arch: {name.split()[0]}, params: {p}}}]" for name, p in one.items()}
+
+
 def bench_one(
     ctx: DistContext,
     schema: Schema,
@@ -154,7 +188,7 @@ def bench_one(
     mix: str | None,
     layout: str = "auto",
 ) -> dict:
-    named = {**mixes(args.hidden), **zoo_students(args.hidden)}
+    named = {**mixes(args.hidden), **zoo_students(args.hidden), **sequence_students(args.hidden)}
     students = ["--model.students", named[mix]] if mix else []
     cfg = load_config(
         [
@@ -193,7 +227,7 @@ def bench_one(
     total = warmup + args.steps
     stream = (batches[i % len(batches)] for i in range(total))
     losses = (stepped.components["loss"] for stepped in trainer.train_steps(stream))
-    times, counts, faults = time_steps(losses, total, warmup, ctx.device)
+    times, cpu_times, counts, faults = time_steps(losses, total, warmup, ctx.device)
     trainer.nonfinite.check()
     trainer.runner.detach()
     ms = 1000 * float(np.median(times))
@@ -212,6 +246,7 @@ def bench_one(
         "samples_per_sec": args.batch_size / (ms / 1000),
         "steps": args.steps,
         "step_ms": [1000 * float(t) for t in times],
+        "cpu_ms_per_step": 1000 * float(np.median(cpu_times)),
         # pages the kernel had to map in (and zero) per step: large blocks malloc gave back
         "page_faults_per_step": faults / args.steps,
         "local_parameters": params,
@@ -226,11 +261,12 @@ def bench_one(
 
 def time_steps(
     losses: Iterator[torch.Tensor], total: int, warmup: int, device: torch.device
-) -> tuple[np.ndarray, OpCounts, int]:
-    """Run `total` steps (each yields its loss): the times of those after `warmup`, the op
-    counts of the last warm-up step, and the page faults over the timed steps."""
+) -> tuple[np.ndarray, np.ndarray, OpCounts, int]:
+    """Run `total` steps (each yields its loss): the wall-clock and the process CPU times of
+    those after `warmup`, the op counts of the last warm-up step, and the page faults over the
+    timed steps. On a shared CPU the CPU time is what other jobs inflate least."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    done, faults = [], []  # time at which each step's result came back, page faults by then
+    done, cpu, faults = [], [], []  # times at which each step's result came back, faults by then
     counts = OpCounts()
     for i in range(total):
         # the last warm-up step is counted (op by op, so it is slower), outside the timed ones
@@ -241,10 +277,12 @@ def time_steps(
         float(loss)  # what a log line reads; waits for the step
         sync()
         done.append(time.perf_counter())
+        cpu.append(time.process_time())
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
     next(losses, None)  # the generator's end
     times = np.diff(done)[warmup - 1 :]  # step s took done[s] - done[s - 1]
-    return times, counts, faults[-1] - faults[warmup - 1]
+    cpu_times = np.diff(cpu)[warmup - 1 :]
+    return times, cpu_times, counts, faults[-1] - faults[warmup - 1]
 
 
 def bench_naive(ctx: DistContext, schema: Schema, k: int, args) -> dict:
@@ -256,7 +294,7 @@ def bench_naive(ctx: DistContext, schema: Schema, k: int, args) -> dict:
     warmup = max(args.warmup, 1)
     total = warmup + args.steps
     losses = (step(batches[i % len(batches)]) for i in range(total))
-    times, counts, faults = time_steps(losses, total, warmup, ctx.device)
+    times, cpu_times, counts, faults = time_steps(losses, total, warmup, ctx.device)
     ms = 1000 * float(np.median(times))
     return {
         "device": ctx.device.type,
@@ -272,6 +310,7 @@ def bench_naive(ctx: DistContext, schema: Schema, k: int, args) -> dict:
         "samples_per_sec": args.batch_size / (ms / 1000),
         "steps": args.steps,
         "step_ms": [1000 * float(t) for t in times],
+        "cpu_ms_per_step": 1000 * float(np.median(cpu_times)),
         "page_faults_per_step": faults / args.steps,
         "local_parameters": sum(p.numel() for p in model.parameters()),
         "ids_per_step": int(batches[0].sparse.values().numel()),
@@ -316,14 +355,15 @@ def cpu_peak_flops() -> float:
 PEAKS = {"cpu": (cpu_peak_flops(), 20e9), "cuda": (495e12, 3.35e12)}
 
 
-def roofline(r: dict, fields: int, dense: int, dim: int, hidden: list[int]) -> dict:
-    """Lower-bound step time from towers' FLOPs (fwd + bwd = 3x fwd) and embedding bytes
-    (fp32 rows read forward, read + written by the fused row-wise optimizer: 3x)."""
+def roofline(r: dict, fields: int, lookups: int, dense: int, dim: int, hidden: list[int]) -> dict:
+    """Lower-bound step time from towers' FLOPs (fwd + bwd = 3x fwd) over `fields` pooled
+    fields and embedding bytes of `lookups` ids per row (fp32 rows read forward, read + written
+    by the fused row-wise optimizer: 3x)."""
     b, k = r["batch_size"], r["students"]
     widths = [fields * dim + dense, *hidden, 1]
     flops = 3 * 2 * b * k * sum(i * o for i, o in zip(widths, widths[1:]))
     reads = k if r["embedding_mode"] == "per_model" else 1
-    nbytes = 3 * reads * b * fields * dim * 4
+    nbytes = 3 * reads * b * lookups * dim * 4
     peak_flops, peak_bw = PEAKS[r["device"]]
     bound_ms = 1000 * max(flops / peak_flops, nbytes / peak_bw)
     return {"gflops": flops / 1e9, "embedding_mb": nbytes / 1e6, "roofline_ms": bound_ms}
@@ -392,8 +432,15 @@ def main() -> None:
         "--mixes",
         nargs="*",
         default=[],
-        help="ensembles to time too: names of mixes() or zoo_students(), 'all' (the mixes) or "
-        "'zoo' (one student of each of zoo_students())",
+        help="ensembles to time too: names of mixes(), zoo_students() or sequence_students(), "
+        "'all' (the mixes), 'zoo' (one student of each of zoo_students()) or 'seq' (of "
+        "sequence_students(); needs --seq-len)",
+    )
+    parser.add_argument(
+        "--seq-len",
+        type=int,
+        default=0,
+        help="add a target item and its behaviour sequence of this many ids to the schema",
     )
     parser.add_argument(
         "--layouts",
@@ -410,6 +457,8 @@ def main() -> None:
     )
     parser.add_argument("--out", default="bench/bench_train.json")
     args, args.overrides = parser.parse_known_args()  # the rest: config overrides
+    if args.naive and args.seq_len:
+        parser.error("--naive times the KDEF authors' MLPs, which read no sequence; drop --seq-len")
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before anything asks torch.cuda
     args.hidden = list(args.hidden)
@@ -418,7 +467,7 @@ def main() -> None:
     ctx = init_distributed()  # one process: cuda if present, else cpu
     if ctx.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    schema = criteo_schema(args.vocab_scale)
+    schema = criteo_schema(args.vocab_scale, args.seq_len)
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     print(f"{cpu_model()}, {cores} cores, load average {load:.2f}", flush=True)
     if load > cores:  # other jobs' threads share the cores (at load 5-8 on 2 cores the K=1
@@ -433,7 +482,11 @@ def main() -> None:
             for pipeline, compiled in itertools.product(
                 CHOICES[args.pipeline], CHOICES[args.compile]
             ):
-                sets = {"all": list(mixes(args.hidden)), "zoo": list(zoo_students(args.hidden))}
+                sets = {
+                    "all": list(mixes(args.hidden)),
+                    "zoo": list(zoo_students(args.hidden)),
+                    "seq": list(sequence_students(args.hidden)),
+                }
                 names = sets.get(" ".join(args.mixes), args.mixes)
                 for k, mix in [*((k, None) for k in args.students), *((0, m) for m in names)]:
                     r = bench_one(ctx, schema, k, mode, pipeline, compiled, args, mix, layout)
@@ -455,16 +508,19 @@ def main() -> None:
 
     for r in results:
         base = [q for q in results if setting(q) == setting(r)]
-        r["step_over_k1"] = r["ms_per_step"] / min(base, key=lambda q: q["students"])["ms_per_step"]
+        first = min(base, key=lambda q: q["students"])
+        r["step_over_k1"] = r["ms_per_step"] / first["ms_per_step"]
+        r["cpu_over_k1"] = r["cpu_ms_per_step"] / first["cpu_ms_per_step"]
         if r["ensemble"].endswith(" mlp"):  # the roofline counts MLP towers' FLOPs
-            r.update(roofline(r, len(schema.sparse), len(schema.dense), 16, args.hidden))
+            fields, lookups = len(schema.sparse), len(schema.feature_names)
+            r.update(roofline(r, fields, lookups, len(schema.dense), 16, args.hidden))
         else:
             r.update(gflops=float("nan"), embedding_mb=float("nan"), roofline_ms=float("nan"))
     header = (
         f"{'device':<7}{'ensemble':<19}{'K':>3}  {'embeddings':<11}{'layout':<9}{'pipeline':<9}{'compile':<8}{'tables':>7}"
         f"{'batch':>7}"
         f"{'ms/step':>10}"
-        f"{'samples/s':>13}{'x K=min':>9}{'faults':>8}{'GFLOP':>8}{'emb MB':>8}{'roofline ms':>13}"
+        f"{'samples/s':>13}{'x K=min':>9}{'cpu ms':>9}{'x':>6}{'faults':>8}{'GFLOP':>8}{'emb MB':>8}{'roofline ms':>13}"
         f"{'ids/step':>10}{'ops/step':>9}{'MB written':>11}"
     )
     print("\n" + header)
@@ -473,6 +529,7 @@ def main() -> None:
             f"{r['device']:<7}{r['ensemble']:<19}{r['students']:>3}  {r['embedding_mode']:<11}{r['table_layout']:<9}"
             f"{'on' if r['pipeline'] else 'off':<9}{'on' if r['compile'] else 'off':<8}{r['tables']:>7}{r['batch_size']:>7}"
             f"{r['ms_per_step']:>10.1f}{r['samples_per_sec']:>13,.0f}{r['step_over_k1']:>9.2f}"
+            f"{r['cpu_ms_per_step']:>9.1f}{r['cpu_over_k1']:>6.2f}"
             f"{r['page_faults_per_step']:>8.0f}"
             f"{r['gflops']:>8.1f}{r['embedding_mb']:>8.1f}{r['roofline_ms']:>13.1f}"
             f"{r['ids_per_step']:>10,}{r['ops_per_step']:>9}{r['bytes_written_nonmatmul'] / 1e6:>11.1f}"
@@ -496,6 +553,7 @@ def main() -> None:
         "hidden_units": args.hidden,
         "vocab_scale": args.vocab_scale,
         "fields": len(schema.sparse),
+        "seq_len": args.seq_len,
         "load_average": os.getloadavg(),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "overrides": args.overrides,

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
@@ -123,12 +124,11 @@ class SequenceCut(nn.Module):
         self.positions = [
             [*s.feature_names, *[None] * (self.max_len - s.max_len)] for s in seqs
         ]  # (S, L) feature names, None for padding
-        pad = len(features)  # a zero column appended after the features
-        seq_index = [features.index(k) if k else pad for row in self.positions for k in row]
+        # a sequence's positions are consecutive features of its target's table (table_features)
+        self.spans = [(features.index(s.feature_names[0]), s.max_len) for s in seqs]
         # pooled fields in schema order: a plain field's feature, or a sequence's pooled slot
         slot = {f.name: features.index(f.name) for f in schema.sparse if f.sequence_of is None}
-        slot.update({s.name: pad + 1 + i for i, s in enumerate(seqs)})
-        self.register_buffer("seq_index", torch.tensor(seq_index, dtype=torch.long), False)
+        slot.update({s.name: len(features) + i for i, s in enumerate(seqs)})
         self.register_buffer(
             "field_index", torch.tensor([slot[f.name] for f in schema.sparse]), False
         )
@@ -162,12 +162,17 @@ class SequenceCut(nn.Module):
         """x (n, B, Nf, D), mask (B, S, L) -> fields (n, B, F, D), sequences (n, B, S, L, D)."""
         if mask is None:
             return x, None
-        n, batch, _, dim = x.shape
-        padded = torch.cat([x, x.new_zeros(n, batch, 1, dim)], dim=2)  # (n, B, Nf + 1, D)
-        seq = padded[:, :, self.seq_index].view(n, batch, self.num_sequences, self.max_len, dim)
+        # each sequence is a slice of the features (a view: no gather, and a free backward),
+        # padded to the longest max_len
+        parts = [x.narrow(2, start, length) for start, length in self.spans]  # (n, B, L_s, D)
+        if len(parts) == 1 and self.spans[0][1] == self.max_len:
+            seq = parts[0].unsqueeze(2)  # (n, B, 1, L, D)
+        else:
+            pad = [F.pad(p, (0, 0, 0, self.max_len - p.shape[2])) for p in parts]
+            seq = torch.stack(pad, dim=2)  # (n, B, S, L, D)
         m = mask.unsqueeze(-1).to(x.dtype)  # (B, S, L, 1)
         pooled = (seq * m).sum(dim=3)  # (n, B, S, D)
         count = m.sum(dim=2).clamp(min=1)  # (B, S, 1)
         pooled = pooled / torch.where(self.mean_pooled.unsqueeze(-1), count, torch.ones_like(count))
-        fields = torch.cat([padded, pooled], dim=2)[:, :, self.field_index]  # (n, B, F, D)
+        fields = torch.cat([x, pooled], dim=2)[:, :, self.field_index]  # (n, B, F, D)
         return fields, seq

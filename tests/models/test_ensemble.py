@@ -1,10 +1,13 @@
+import pytest
 import torch
 from conftest import TINY
 
-from recsys_kdef.config import ModelConfig, TowerConfig
+from recsys_kdef.builders.train_wrapper import EnsembleTrain
+from recsys_kdef.config import ModelConfig, TowerConfig, load_config
 from recsys_kdef.data.reader import ParquetBatchReader, list_split_files
 from recsys_kdef.data.schema import Schema
 from recsys_kdef.models.ensemble import build_model
+from recsys_kdef.objectives import build_objective
 
 
 def make(tiny_dataset, mode, k=3):
@@ -88,3 +91,32 @@ def test_whole_table_l2_adds_exactly_l2_times_every_table_row_to_the_gradient(ti
         torch.testing.assert_close(grads[1][name], expected, rtol=0, atol=1e-6, msg=name)
     unread = grads[0]["sparse_arch.embedding_bag_collection.embedding_bags.s0__user_id.weight"]
     assert (unread.abs().sum(dim=1) == 0).any()  # some rows are not in the batch, and still decay
+
+
+@pytest.mark.parametrize("objective", ["kdef", "mean", "cetnet"])
+def test_a_students_auxiliary_loss_joins_every_objective_reduced_as_its_bce(seq_dataset, objective):
+    """loss = objective + aux_loss_weight * (mean over students of aux_k, the sum for cetnet,
+    whose per-model BCE terms sum), aux_k = DIEN's aux_loss_alpha * L_aux and 0 for the MLP;
+    a weight of 0 leaves it out."""
+    schema = Schema.load(seq_dataset)
+    students = (
+        "[{arch: dien, params: {dnn_hidden_units: [8], aux_loss_alpha: 0.5,"
+        " aux_hidden_units: [4]}}, {arch: mlp, params: {hidden_units: [8]}}]"
+    )
+    fusion = ["--model.fusion.name", "confidence"] if objective == "cetnet" else []
+    cfg = load_config(
+        ["--model.embedding_dim", "4", "--model.students", students, *fusion]
+        + ["--objective.name", objective]
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg.model, schema, device=torch.device("cpu")).eval()
+    batch = next(iter(ParquetBatchReader(list_split_files(seq_dataset, "valid"), schema, 64)))
+    for weight in (1.0, 0.3, 0.0):
+        train = EnsembleTrain(model, build_objective(cfg.objective, model), aux_loss_weight=weight)
+        loss, (result, output) = train(batch)
+        aux = output.aux_loss
+        assert aux.shape == (2,) and aux[0] > 0 and aux[1] == 0
+        alone = build_objective(cfg.objective, model)(output, batch.labels).loss
+        reduced = aux.sum() if objective == "cetnet" else aux.mean()
+        torch.testing.assert_close(loss, alone + weight * reduced)
+        assert ("aux" in result.components) == (weight > 0)

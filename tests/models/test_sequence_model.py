@@ -1,5 +1,6 @@
 """The model's cut of behaviour sequences: the sequence and mask a sequence-reading group gets
-equal a direct lookup of the target's table, and other students see the pooled sequence."""
+equal a direct lookup of the target's table, and other students see the pooled sequence;
+sequences of different lengths are padded to the longest."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import torch
 
 from recsys_kdef.config import ModelConfig, TowerConfig
 from recsys_kdef.data.reader import ParquetBatchReader, list_split_files
-from recsys_kdef.data.schema import Schema
+from recsys_kdef.data.schema import Schema, SparseField
 from recsys_kdef.models.ensemble import build_model
+from recsys_kdef.models.sparse import SequenceCut
 
 
 def make(path, mode):
@@ -85,3 +87,32 @@ def test_training_moves_the_target_rows_the_history_reads(seq_dataset):
     read |= {int(i) for i in batch.sparse["c1"].values()}
     moved = {int(i) for i in (grad.abs().sum(1) > 0).nonzero().flatten()}
     assert moved == read
+
+
+def test_the_cut_of_two_sequences_of_different_lengths_equals_a_lookup_by_feature_name():
+    seqs = [
+        SparseField("hist_item", 10, True, "sum", sequence_of="item", max_len=3),
+        SparseField("hist_cat", 10, True, "mean", sequence_of="cat", max_len=2),
+    ]
+    plain = [SparseField(n, 10) for n in ("a", "item", "b", "cat")]
+    schema = Schema(sparse=(plain[0], plain[1], seqs[0], plain[2], plain[3], seqs[1]))
+    features = ["a", "item", *seqs[0].feature_names, "b", "cat", *seqs[1].feature_names]
+    cut = SequenceCut(schema)
+    assert cut.num_features == len(features)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, len(features), 3, generator=g)  # (n, B, Nf, D)
+    lengths = torch.tensor([[3, 2], [1, 0], [0, 1], [2, 2], [3, 1]])  # (B, S)
+    mask = torch.arange(3) < lengths.unsqueeze(-1)  # (B, S, L), left-aligned
+    fields, seq = cut(x, mask)
+    assert seq.shape == (2, 5, 2, 3, 3) and fields.shape == (2, 5, 6, 3)
+    col = {name: x[:, :, i] for i, name in enumerate(features)}
+    for s, f in enumerate(seqs):
+        for p in range(3):
+            want = col[f"{f.name}#{p}"] if p < f.max_len else torch.zeros(2, 5, 3)
+            torch.testing.assert_close(seq[:, :, s, p], want)
+    for b in range(5):
+        item = [col[f"hist_item#{p}"][:, b] for p in range(lengths[b, 0])]
+        cat = [col[f"hist_cat#{p}"][:, b] for p in range(lengths[b, 1])]
+        want = [col["a"][:, b], col["item"][:, b], sum(item, torch.zeros(2, 3))]
+        want += [col["b"][:, b], col["cat"][:, b], sum(cat, torch.zeros(2, 3)) / max(len(cat), 1)]
+        torch.testing.assert_close(fields[:, b], torch.stack(want, dim=1))

@@ -174,10 +174,23 @@ def test_unknown_gru_type_and_keys_are_errors():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="reached test AUC 0.668 against Bayes 0.848: not yet tuned", strict=False)
 def test_learns_a_target_attention_signal():
+    """DIEN as its authors' code runs it: the auxiliary loss (alpha 1) and the summed history
+    and its product with the target beside the AUGRU's last state (`enable_sum_pooling`).
+
+    The signal counts the history items of the target's category. DIEN's attention is a
+    softmax, so the AUGRU weighs shares (the best AUC of the share here is 0.811 against Bayes
+    0.848): its last state alone reached 0.66 (0.73 with the auxiliary loss, 0.77 at D = 16).
+    The target times the summed history carries the count, in D dimensions, as do the GRU
+    states that must tell 32 categories apart: at D = 8 this reached 0.801-0.814 (Bayes
+    0.829-0.848, 2 seeds), at D = 16 0.822-0.829 (Bayes 0.843-0.848)."""
     data = behaviour(n=30_000, vocab=64)
-    params = {"dnn_hidden_units": [32, 16], "batch_norm": False, "aux_loss_alpha": 0.0}
-    dien = build_sequence("dien", params, data)
+    params = {
+        "dnn_hidden_units": [32, 16],
+        "batch_norm": False,
+        "enable_sum_pooling": True,
+        "aux_loss_alpha": 1.0,
+    }
+    dien = build_sequence("dien", params, data, dim=16)
     dien_auc, bayes = fit(dien, data, 24_000, epochs=4, lr=1e-2)
-    assert dien_auc > bayes - 0.06, (dien_auc, bayes)
+    assert dien_auc > bayes - 0.04, (dien_auc, bayes)  # ~0.829 vs 0.848, DIN's margin

@@ -161,8 +161,12 @@ def test_a_schema_without_sequences_or_bad_heads_are_errors():
 
 @pytest.mark.slow
 def test_learns_a_target_attention_signal():
+    """The target reaches the history through the personalised FFN (S W(X_sum)), so attention
+    can pick the target's category. The embeddings start within +-0.05 and Adam moves a weight
+    about lr per step: at DIN's lr (1e-2) the 188 steps reach within ~0.01 of Bayes (seeds 0-2:
+    0.834, 0.836, 0.830 against 0.848, 0.843, 0.838); at 3e-3 they got 0.786-0.791."""
     data = behaviour(n=30_000, vocab=64)
     params = {"dnn_hidden_units": [32, 16], "num_layers": 1, "num_heads": 1}
     model = build_sequence("interformer", params, data)
-    auc, bayes = fit(model, data, 24_000, epochs=4, lr=3e-3)
-    assert auc > bayes - 0.06, (auc, bayes)
+    auc, bayes = fit(model, data, 24_000, epochs=4, lr=1e-2)
+    assert auc > bayes - 0.04, (auc, bayes)  # ~0.834 vs 0.848, DIN's margin

@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+from test_zoo_ensemble import assert_every_student_exports_as_inside
 
 from recsys_kdef.checkpoint.store import load_checkpoint
 from recsys_kdef.config import load_config
@@ -146,3 +147,29 @@ def test_scoring_a_file_without_labels(trained, tiny_dataset, tmp_path):
     table = pq.read_table(tmp_path / "out.parquet")
     assert rows == pq.read_metadata(parquet).num_rows and table.column_names[0] == "prediction"
     assert "label" not in table.column_names
+
+
+def test_sequence_students_export_and_score_as_inside_the_ensemble(seq_dataset, tmp_path):
+    """CETNet's DIN + DIEN (DIEN with its auxiliary loss): each student, exported alone, reads
+    its history from its own tables and scores as it does inside the ensemble."""
+    out = tmp_path / "run"
+    students = (
+        "[{arch: din, params: {dnn_hidden_units: [8], attention_hidden_units: [4]}},"
+        " {arch: dien, params: {dnn_hidden_units: [8], aux_loss_alpha: 0.2,"
+        " aux_hidden_units: [4], attention_hidden_units: [4]}}]"
+    )
+    cfg = load_config(
+        ["--config", str(ROOT / "configs" / "cetnet_din_dien.yaml")]
+        + ["--data.path", str(seq_dataset), "--data.batch_size", "256"]
+        + ["--model.embedding_dim", "4", "--model.students", students]
+        + ["--train.epochs", "1", "--train.progress_bar", "false"]
+        + ["--train.output_dir", str(out)]
+    )
+    logging.disable(logging.INFO)
+    ctx = init_distributed()
+    try:
+        run(cfg, ctx)
+    finally:
+        destroy_distributed()
+        logging.disable(logging.NOTSET)
+    assert_every_student_exports_as_inside(out, seq_dataset, tmp_path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recsys_kdef.models.zoo.base import Activation, FieldEmbeddings, MLPBlock, StudentInputs
@@ -51,11 +52,18 @@ class DINAttention(nn.Module):
         self.use_softmax = p.din_use_softmax
 
     def scores(self, target: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
-        """a([e_t, e_j, e_t - e_j, e_t * e_j]) per position, unmasked: (B, D), (B, L, D) -> (B, L)."""
+        """a([e_t, e_j, e_t - e_j, e_t * e_j]) per position, unmasked: (B, D), (B, L, D) -> (B, L).
+
+        The first layer W [e_t, e_j, e_t - e_j, e_t * e_j] + b is computed as
+        (W_1 + W_3) e_t + b once per row plus [e_j, e_t * e_j] [W_2 - W_3, W_4]^T per position:
+        the same sum, without the (B, L, 4D) unit (a quarter of the multiply-adds)."""
         batch, length, dim = seq.shape
-        t = target.unsqueeze(1).expand(batch, length, dim)
-        unit = torch.cat([t, seq, t - seq, t * seq], dim=-1)  # (B, L, 4D)
-        w = self.output_activation(self.mlp(unit.reshape(batch * length, 4 * dim)))
+        first, rest = self.mlp.layers[0], self.mlp.layers[1:]
+        w_t, w_s, w_d, w_p = first.weight.split(dim, dim=1)  # (H, D) each
+        per_row = F.linear(target, w_t + w_d, first.bias).unsqueeze(1)  # (B, 1, H)
+        pair = torch.cat([seq, target.unsqueeze(1) * seq], dim=-1)  # (B, L, 2D)
+        hidden = per_row + pair @ torch.cat([w_s - w_d, w_p], dim=1).t()  # (B, L, H)
+        w = self.output_activation(rest(hidden.reshape(batch * length, -1)))
         return w.view(batch, length)
 
     def forward(self, target: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -130,6 +130,30 @@ def row_keys(batch, schema: Schema) -> list:
     return [(tuple(vals), label) for *vals, label in zip(*per_field, labels)]
 
 
+@pytest.mark.parametrize("fmt", sorted(SPECS))
+def test_every_release_takes_max_len_and_pooling_for_its_sequences(tmp_path, fmt):
+    """--max-len (per field, or '*') keeps each history's LAST ids; --pooling sets how students
+    that do not read sequences pool it; both land in the schema."""
+    raw = tmp_path / "raw"
+    make_fake(fmt, raw, 400, seed=3)
+    full = run_prepare(fmt, [raw], tmp_path / "full")
+    names = [f.name for f in full.sequences]
+    first = names[0]
+    cut = run_prepare(
+        fmt, [raw], tmp_path / "cut", "--max-len", "*=3", f"{first}=2", "--pooling", "*=sum"
+    )
+    caps = {name: 2 if name == first else 3 for name in names}
+    assert {f.name: (f.max_len, f.pooling) for f in cut.sequences} == {
+        name: (n, "sum") for name, n in caps.items()
+    }
+    assert {f.pooling for f in full.sequences} == {"mean"}  # FuxiCTR's default
+    for split in SPLITS:
+        whole, kept = read_split(tmp_path / "full", split), read_split(tmp_path / "cut", split)
+        for name, n in caps.items():
+            assert kept[name] == [ids[-n:] for ids in whole[name]], (split, name)
+    assert any(len(ids) > 3 for ids in read_split(tmp_path / "full", "train")[names[-1]])
+
+
 def test_valid_rows_come_from_train_when_the_release_has_no_valid_file(tmp_path):
     raw = tmp_path / "raw"
     make_fake("amazonelectronics", raw, 2400, seed=2)
