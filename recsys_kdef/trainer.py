@@ -132,11 +132,14 @@ class NonFiniteWatch:
         self._unchecked = False  # steps added since the last check
 
     def update(self, step: int, components: dict[str, torch.Tensor]) -> None:
-        values = torch.stack([v.float().reshape(()) for v in components.values()])
+        scalars = [v.float() for v in components.values()]  # 0-d: no view op each
+        values = torch.stack([v if v.dim() == 0 else v.reshape(()) for v in scalars])
         if self.values is None or len(values) != len(self.values):
             self.names, self.values = list(components), torch.zeros_like(values)
-        first = ~torch.isfinite(values[0]) & (self.first_step == 0)
-        self.first_step = torch.where(first, step, self.first_step)
+        loss = next(iter(components.values()))
+        # loss - loss is 0 for a finite loss, NaN for NaN or +-inf: 2 ops where isfinite is 5
+        first = (loss - loss).ne(0) & (self.first_step == 0)
+        self.first_step = self.first_step.masked_fill(first, step)
         self.values = torch.where(first, values, self.values)
         self._unchecked = True
 
