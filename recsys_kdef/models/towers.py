@@ -72,8 +72,11 @@ class _TrainingTowers(torch.autograd.Function):
     1 / keep is folded into the norm's affine map (ReLU is positively homogeneous), and the
     backward reads the ReLU and dropout mask from the output (y > 0 exactly where both let the
     unit through). The layer bias before the norm cancels in the batch statistics: its gradient
-    is exactly zero. Under torch.autocast the matmuls run in its dtype (their operands cast
-    here, the backward's too) and the norms in float32, as autocast does for composed ops.
+    is exactly zero. Under torch.autocast (bf16) the matmuls run in its dtype (their operands
+    cast here, the backward's too), and the activations between layers are stored in it as
+    well, as autocast leaves a matmul's output: half the bytes of every elementwise pass. The
+    norms' statistics and affine parameters stay float32 (the native kernel accumulates in
+    float32); logits and the last hidden layer are returned as float32.
 
     Returns logits (K, B), the last hidden layer (K, H, B) and each norm's batch mean and
     1 / std (K x H,), which the caller folds into the running statistics.
@@ -101,7 +104,7 @@ class _TrainingTowers(torch.autograd.Function):
             layer_in, matmul_w, pre_norm, outs, stats = [], [], [], [], []
             for w, g, b, drop in zip(weights, norm_w, norm_b, drops or [None] * n_layers):
                 w = cast(w)
-                z = _widen(torch.bmm(w.transpose(1, 2), h))  # (K, H, B)
+                z = torch.bmm(w.transpose(1, 2), h)  # (K, H, B)
                 k, units, batch = z.shape
                 z = z.view(1, k * units, batch)
                 y, mean, invstd = torch.native_batch_norm(z, g, b, None, None, True, 0.0, eps)

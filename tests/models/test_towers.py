@@ -4,6 +4,7 @@ from functools import partial
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from recsys_kdef.models.towers import BatchedMLP, StudentBatchNorm, dropout_mask, dropout_masks
 
@@ -215,3 +216,34 @@ def test_under_a_bf16_autocast_the_towers_return_float32_close_to_float32_traini
     torch.testing.assert_close(hidden16, hidden, rtol=0.05, atol=0.05)
     assert not torch.equal(logits16, logits)  # the matmuls did run in bf16
     assert torch.nn.functional.cosine_similarity(grad16.flatten(), grad.flatten(), dim=0) > 0.99
+
+
+class _Dtypes(TorchDispatchMode):
+    """The dtypes of the first output of each op, by op name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[str, set[torch.dtype]] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        first = out[0] if isinstance(out, tuple) else out
+        if isinstance(first, torch.Tensor):
+            self.seen.setdefault(func._schema.name.split("::")[-1], set()).add(first.dtype)
+        return out
+
+
+def test_under_a_bf16_autocast_the_activations_are_stored_in_bf16():
+    """The elementwise passes (norm, ReLU, dropout, their backward) write bf16: half the
+    bytes; the outputs and every gradient stay float32."""
+    torch.manual_seed(6)
+    towers = BatchedMLP(3, 32, [64, 64], dropout=0.2)
+    x = torch.randn(3, 128, 32)
+    with _Dtypes() as d, torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, hidden = towers(x)
+        (logits.sum() + hidden.sum()).backward()
+    for op in ("native_batch_norm", "relu_", "masked_fill_", "threshold_backward"):
+        assert d.seen[op] == {torch.bfloat16}, (op, d.seen[op])
+    assert d.seen["native_batch_norm_backward"] == {torch.bfloat16}  # its input gradient
+    assert logits.dtype == hidden.dtype == torch.float32
+    assert all(p.grad.dtype == torch.float32 for p in towers.parameters())
