@@ -116,46 +116,39 @@ class StepResult:
 
 
 class NonFiniteWatch:
-    """The first non-finite training loss since the start, kept on the device.
+    """The first non-finite training loss since the start.
 
-    `update` is a few device ops per step (no host sync); `check` is one all-reduce (none if
-    no step was added since the last check: every rank adds the same steps), and raises
-    NonFiniteLoss on every rank if any rank saw one, naming the first step and its loss
-    components.
+    `update` keeps the step's loss components (device scalars): no op and no host sync a step.
+    `check` looks at the steps kept since the last check with a few ops and one all-reduce
+    (none if there were none: every rank adds the same steps), and raises NonFiniteLoss on
+    every rank if any rank saw one, naming the first step and its loss components. After
+    `max_pending` steps without a check, `update` checks (so few tensors are ever kept).
     """
 
-    def __init__(self, device: torch.device, rank: int) -> None:
-        self.device, self.rank = device, rank
-        self.first_step = torch.zeros((), dtype=torch.long, device=device)  # 0: none yet
-        self.values: torch.Tensor | None = None
-        self.names: list[str] = []
-        self._unchecked = False  # steps added since the last check
+    def __init__(self, device: torch.device, rank: int, max_pending: int = 1024) -> None:
+        self.device, self.rank, self.max_pending = device, rank, max_pending
+        self._pending: list[tuple[int, dict[str, torch.Tensor]]] = []
 
     def update(self, step: int, components: dict[str, torch.Tensor]) -> None:
-        scalars = [v.float() for v in components.values()]  # 0-d: no view op each
-        values = torch.stack([v if v.dim() == 0 else v.reshape(()) for v in scalars])
-        if self.values is None or len(values) != len(self.values):
-            self.names, self.values = list(components), torch.zeros_like(values)
-        loss = next(iter(components.values()))
-        # loss - loss is 0 for a finite loss, NaN for NaN or +-inf: 2 ops where isfinite is 5
-        first = (loss - loss).ne(0) & (self.first_step == 0)
-        self.first_step = self.first_step.masked_fill(first, step)
-        self.values = torch.where(first, values, self.values)
-        self._unchecked = True
+        self._pending.append((step, components))
+        if len(self._pending) >= self.max_pending:
+            self.check()
 
     def check(self) -> None:
-        if not self._unchecked:
+        if not self._pending:
             return
-        self._unchecked = False
-        if not all_reduce_sum((self.first_step > 0).float().reshape(1)).item():
+        pending, self._pending = self._pending, []
+        losses = torch.stack([next(iter(c.values())).float().reshape(()) for _, c in pending])
+        bad = (losses - losses).ne(0)  # NaN for NaN or +-inf, 0 for a finite loss
+        if not all_reduce_sum(bad.any().float().reshape(1)).item():
             return
-        step = int(self.first_step)
-        if not step:
+        if not bad.any():
             raise NonFiniteLoss(
                 f"non-finite training loss on another rank than {self.rank} (see its error); "
                 "set train.nonfinite=skip to skip such batches"
             )
-        parts = dict(zip(self.names, self.values.tolist(), strict=True))
+        step, components = pending[int(bad.nonzero()[0, 0])]
+        parts = {name: v.float().reshape(()).item() for name, v in components.items()}
         raise NonFiniteLoss(
             f"non-finite training loss at step {step} on rank {self.rank} "
             f"(or another rank): {parts}; set train.nonfinite=skip to skip such batches"
@@ -312,8 +305,8 @@ class Trainer:
     def _train_forward(self, batch) -> tuple[torch.Tensor | None, StepResult]:
         """The forward of one training step; a loss of None: no update (a skipped batch).
 
-        train.nonfinite = raise costs no host sync: a device flag remembers the first non-finite
-        loss, and `self.nonfinite.check()` (every log_every_steps, before validations and
+        train.nonfinite = raise costs no op and no host sync: the watch keeps the losses, and
+        `self.nonfinite.check()` (every log_every_steps, before validations and
         checkpoints) raises on every rank. skip must decide before the backward, the same on
         every rank (the backward is a collective): one all-reduce and host sync per step.
         """
