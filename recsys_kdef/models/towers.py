@@ -76,7 +76,7 @@ class _TrainingTowers(torch.autograd.Function):
     cast here, the backward's too), and the activations between layers are stored in it as
     well, as autocast leaves a matmul's output: half the bytes of every elementwise pass. The
     norms' statistics and affine parameters stay float32 (the native kernel accumulates in
-    float32); logits and the last hidden layer are returned as float32.
+    float32); the logits are returned as float32, the last hidden layer as it is stored.
 
     Returns logits (K, B), the last hidden layer (K, H, B) and each norm's batch mean and
     1 / std (K x H,), which the caller folds into the running statistics.
@@ -124,8 +124,7 @@ class _TrainingTowers(torch.autograd.Function):
         ctx.save_for_backward(*layer_in, *matmul_w, *pre_norm, *outs, *norm_w, *stats, head, h)
         ctx.n_layers, ctx.keep, ctx.eps, ctx.mm = n_layers, keep, eps, mm
         ctx.shared = x.shape[0] != num
-        hidden = _widen(h) if mm is not None else h
-        return (_widen(logits.view(num, batch)), hidden, *stats)
+        return (_widen(logits.view(num, batch)), h, *stats)
 
     @staticmethod
     def backward(ctx, g_logits, g_hidden, *_):
