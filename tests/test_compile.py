@@ -30,10 +30,14 @@ EXTRA = [
 ]
 
 
-def _train(ctx, path, compiled: bool):
+# K = 3 MLP students (one batched group: the towers' and KDEF's closed-form autograd Functions)
+KDEF = ["--objective.name", "kdef", "--train.pipeline", "true"]
+
+
+def _train(ctx, path, compiled: bool, extra_args: list[str]):
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    extra = [*EXTRA, "--train.compile", str(compiled).lower()]
+    extra = [*extra_args, "--train.compile", str(compiled).lower()]
     cfg, _, readers, dmp, plan = setup(ctx, path, extra=extra)
     trainer = Trainer(dmp, build_optimizer(dmp, plan, cfg.train), ctx, cfg.train)
     steps = list(trainer.train_steps(itertools.islice(readers.train, STEPS)))
@@ -46,18 +50,19 @@ def _train(ctx, path, compiled: bool):
     return [float(s.components["loss"]) for s in steps], evaluation.metrics, graphs
 
 
-def _both(ctx, path):
-    return _train(ctx, path, compiled=False), _train(ctx, path, compiled=True)
+def _both(ctx, path, extra):
+    return _train(ctx, path, False, extra), _train(ctx, path, True, extra)
 
 
 @pytest.mark.slow
-def test_compiled_dense_parts_train_as_the_eager_ones(tiny_dataset):
+@pytest.mark.parametrize(("extra", "min_graphs"), [(EXTRA, 3), (KDEF, 2)], ids=["cetnet", "kdef"])
+def test_compiled_dense_parts_train_as_the_eager_ones(tiny_dataset, extra, min_graphs):
     for (eager, eager_eval, none), (compiled, compiled_eval, graphs) in run_multiprocess(
-        _both, path=str(tiny_dataset)
+        _both, path=str(tiny_dataset), extra=extra
     ):
         assert none["graphs"] == 0
-        # towers + fusion + objective, once for training and once for evaluation, unbroken
-        assert graphs["graphs"] >= 3 and graphs["breaks"] == 0, graphs
+        # towers (+ fusion) + objective, for training and for evaluation, unbroken
+        assert graphs["graphs"] >= min_graphs and graphs["breaks"] == 0, graphs
         assert len(set(eager)) == STEPS  # real steps: the loss moves
         torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-5)
         for head, metrics in eager_eval.items():

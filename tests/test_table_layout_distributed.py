@@ -9,6 +9,7 @@ from fbgemm_gpu.split_table_batched_embeddings_ops_common import BoundsCheckMode
 from multiprocess import run_multiprocess
 from test_distributed import assert_local_state_matches, setup
 
+from recsys_kdef.builders.job import checkpoint_meta
 from recsys_kdef.builders.train_wrapper import EnsembleTrain
 from recsys_kdef.checkpoint.store import (
     load_full_model_state,
@@ -30,7 +31,11 @@ def _sharded(ctx, path, layout, optimizer, sharding):
 
 def _check_stacked(ctx, path, tmp, optimizer, sharding):
     cfg, schema, readers, separate, _ = _sharded(ctx, path, "separate", optimizer, sharding)
-    _, _, _, stacked, plan = _sharded(ctx, path, "stacked", optimizer, sharding)
+    stacked_cfg, _, _, stacked, plan = _sharded(ctx, path, "stacked", optimizer, sharding)
+    metas = {
+        "separate": checkpoint_meta(cfg, schema),
+        "stacked": checkpoint_meta(stacked_cfg, schema),
+    }
     kinds = {o.sharding_type for p in plan.plan.values() for o in p.values()}
     torch.manual_seed(1)
     ref_model = build_model(cfg.model, schema, device=torch.device("cpu"))
@@ -54,15 +59,16 @@ def _check_stacked(ctx, path, tmp, optimizer, sharding):
             opt.zero_grad()
             dmp(b)[0].backward()
             opt.step()
-        saved[name] = save_checkpoint(f"{tmp}/{name}", dmp, opt, {"model_prefix": ""})
-    after = {n: load_full_model_state(d, "") for n, d in saved.items()}
+        saved[name] = save_checkpoint(f"{tmp}/{name}", dmp, opt, metas[name])
+    after = {n: load_full_model_state(d, metas[n]["model_prefix"]) for n, d in saved.items()}
+    before = stack_state_dict(ref_model.state_dict())
     want = stack_state_dict(after["separate"])
     assert set(want) == set(after["stacked"])
     moved = 0
     for key, value in after["stacked"].items():
         torch.testing.assert_close(value, want[key], rtol=0, atol=1e-5, msg=key)
         if "stack__" in key:
-            moved += int((value != stack_state_dict(full)[key]).any())
+            moved += int((value != before[key]).any())
 
     # a stacked checkpoint loads into a fresh stacked model (another seed, another sharding)
     _, _, _, fresh, _ = _sharded(ctx, path, "stacked", optimizer, sharding)

@@ -255,6 +255,7 @@ def bench_one(
         "ops_per_step": counts.total,
         "kernels_per_step": counts.kernels,
         "bytes_written_nonmatmul": counts.bytes_written_nonmatmul,
+        "host_syncs_per_step": counts.host_syncs,
         "top_ops": dict(counts.ops.most_common(12)),
     }
 
@@ -270,7 +271,8 @@ def time_steps(
     counts = OpCounts()
     for i in range(total):
         # the last warm-up step is counted (op by op, so it is slower), outside the timed ones
-        with OpCounter() if i == warmup - 1 else contextlib.nullcontext() as counter:
+        counting = OpCounter(device) if i == warmup - 1 else contextlib.nullcontext()
+        with counting as counter:
             loss = next(losses)
         if counter is not None:
             counts = counter.counts
@@ -317,6 +319,7 @@ def bench_naive(ctx: DistContext, schema: Schema, k: int, args) -> dict:
         "ops_per_step": counts.total,
         "kernels_per_step": counts.kernels,
         "bytes_written_nonmatmul": counts.bytes_written_nonmatmul,
+        "host_syncs_per_step": counts.host_syncs,
         "top_ops": dict(counts.ops.most_common(12)),
     }
 
@@ -521,7 +524,7 @@ def main() -> None:
         f"{'batch':>7}"
         f"{'ms/step':>10}"
         f"{'samples/s':>13}{'x K=min':>9}{'cpu ms':>9}{'x':>6}{'faults':>8}{'GFLOP':>8}{'emb MB':>8}{'roofline ms':>13}"
-        f"{'ids/step':>10}{'ops/step':>9}{'MB written':>11}"
+        f"{'ids/step':>10}{'ops/step':>9}{'MB written':>11}{'syncs':>6}"
     )
     print("\n" + header)
     for r in results:
@@ -533,6 +536,7 @@ def main() -> None:
             f"{r['page_faults_per_step']:>8.0f}"
             f"{r['gflops']:>8.1f}{r['embedding_mb']:>8.1f}{r['roofline_ms']:>13.1f}"
             f"{r['ids_per_step']:>10,}{r['ops_per_step']:>9}{r['bytes_written_nonmatmul'] / 1e6:>11.1f}"
+            f"{r['host_syncs_per_step']:>6}"
         )
     print(f"roofline: assumed peaks (FLOP/s, bytes/s) {PEAKS[results[0]['device']]}")
     scaling = fit_scaling(results)

@@ -98,7 +98,8 @@ for name in names:
                   f"b={r['batch_size']:<6} pipeline={r['pipeline']!s:<5} "
                   f"compile={r['compile']!s:<5} {r['ms_per_step']:8.2f} ms/step "
                   f"{r['samples_per_sec']:>12,.0f} samples/s  x K=1 {r['step_over_k1']:.2f}  "
-                  f"ids {r.get('ids_per_step', 0):,} ops {r.get('ops_per_step', 0)}")
+                  f"ids {r.get('ids_per_step', 0):,} ops {r.get('ops_per_step', 0)} "
+                  f"syncs {r.get('host_syncs_per_step', '-')}")
         for f in json.loads(path.read_text()).get("scaling", []):
             print(f"{name}: pipeline={f['pipeline']!s:<5} compile={f['compile']!s:<5} step = "
                   f"{f['fixed_ms']:.2f} ms + K x {f['per_student_ms']:.2f} ms")

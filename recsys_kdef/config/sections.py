@@ -394,10 +394,12 @@ class TrainConfig:
     On 2 cores it took K=10 from 3.7 to 2.2 s per step (README); the process keeps its peak memory."""
     autocast: Literal["none", "bf16"] = "none"
     """bf16: the training forward under torch.autocast(bfloat16): the towers' matmuls run in
-    bf16 (AMX / tensor cores), their batch norms, the loss and the embeddings stay float32.
-    Evaluation stays float32. On a 2-core CPU with AMX it cut the K=10 step by ~2x; on one
-    without AVX-512 the bf16 matmuls are emulated, ~14x slower, and a warning is logged
-    (README). Unverified on GPU."""
+    bf16 (AMX / tensor cores) and, in the MLP towers, the activations between layers are stored
+    in bf16 too (half the bytes of each batch-norm / ReLU / dropout pass, forward and backward);
+    the norms' statistics, the loss and the embeddings stay float32. Evaluation stays float32.
+    On a 2-core CPU with AMX it cut the K=10 step by ~2x; on one without AVX-512 the bf16
+    matmuls are emulated, ~14x slower, and a warning is logged (README). Not the default:
+    its accuracy is unverified on GPU (docs/gpu_throughput.md)."""
     tf32: bool = True
     """CUDA only: TF32 tensor-core matmuls for float32 (torch.backends.cuda.matmul.allow_tf32);
     unverified on GPU here."""

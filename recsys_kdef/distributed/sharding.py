@@ -10,7 +10,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torchrec.distributed import DistributedModelParallel
-from torchrec.distributed.types import ShardingPlan
+from torchrec.distributed.model_parallel import DefaultDataParallelWrapper
+from torchrec.distributed.types import ShardingEnv, ShardingPlan
 
 from recsys_kdef.config import ConfigError, PlannerConfig, TrainConfig
 from recsys_kdef.data.stats import FieldStats
@@ -64,8 +65,27 @@ def shard_model(
     if ctx.is_main:
         logger.info("sharding plan\n%s", format_summary(summary))
     _check_dense_tables(planner_cfg, summary)
-    dmp = DistributedModelParallel(module=module, device=ctx.device, plan=plan, sharders=sharders())
+    dmp = DistributedModelParallel(
+        module=module,
+        device=ctx.device,
+        plan=plan,
+        sharders=sharders(),
+        data_parallel_wrapper=DenseDataParallel(),
+    )
     return dmp, plan
+
+
+class DenseDataParallel(DefaultDataParallelWrapper):
+    """TorchRec's DDP wrapper of the dense part, left out on a single rank: there DDP's
+    all-reduce has nothing to average, yet it copies every gradient into its bucket, all-reduces
+    the bucket and reads a per-parameter flag on the host: ~60 ops and 2x the dense gradients'
+    bytes a step."""
+
+    def wrap(self, dmp: DistributedModelParallel, env: ShardingEnv, device: torch.device) -> None:
+        if env.world_size > 1:
+            super().wrap(dmp, env, device)
+        else:
+            dmp._dmp_wrapped_module.to(device)  # what DDP's wrap does besides wrapping
 
 
 def dense_table_reasons(train_cfg: TrainConfig, device: torch.device) -> list[str]:

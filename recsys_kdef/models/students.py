@@ -90,12 +90,17 @@ class StudentTowers(nn.Module):
             else:
                 lg, h, *extra = group(emb, dense)  # (n, B), (n, B, H_g) [, (n,)]
             logits.append(lg)
-            hidden.append(F.pad(h, (0, self.output_dim - h.shape[-1])))
-            aux.append(extra[0] if extra else lg.new_zeros(lg.shape[0]))
+            pad = self.output_dim - h.shape[-1]
+            hidden.append(F.pad(h, (0, pad)) if pad else h)  # a pad of 0 would copy h
+            aux.append(extra[0] if extra else None)
         has_aux = any(getattr(g, "has_aux_loss", False) for g in self.groups)
         if len(self.groups) == 1:
             return logits[0], hidden[0], aux[0] if has_aux else None
-        aux_loss = torch.cat(aux) if has_aux else None
+        aux_loss = None
+        if has_aux:  # zeros for the students without an auxiliary loss
+            aux_loss = torch.cat(
+                [a if a is not None else lg.new_zeros(lg.shape[0]) for a, lg in zip(aux, logits)]
+            )
         return torch.cat(logits, dim=0), torch.cat(hidden, dim=0), aux_loss
 
 

@@ -92,7 +92,9 @@ class GroupSplit(nn.Module):
         if self.stacked:
             blocks = emb.view(batch, f, self.width)  # (B, Nf, sum_k D_k)
             return [
-                blocks[:, :, s : s + n * d].unflatten(2, (n, d)).permute(2, 0, 1, 3)
+                (blocks if n * d == self.width else blocks[:, :, s : s + n * d])
+                .unflatten(2, (n, d))
+                .permute(2, 0, 1, 3)
                 for s, n, d in self._slices
             ]  # each (n, B, Nf, D)
         return [

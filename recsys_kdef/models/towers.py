@@ -25,17 +25,28 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def dropout_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
-    """Units to drop, True with probability p rounded to a multiple of 2^-16: 64 random bits
-    per four units (full-range int64 draws seen as int16), 4x cheaper than one draw per unit
-    on CPU. Under torch.compile, one int16 draw per unit (dynamo cannot trace random_)."""
+def dropout_masks(
+    units: list[int], batch: int, p: float, device: torch.device
+) -> list[torch.Tensor]:
+    """Units to drop in (1, n, batch) tensors for each n of `units`, from one draw for all:
+    True with probability p rounded to a multiple of 2^-16; 64 random bits per four units
+    (full-range int64 draws seen as int16), 4x cheaper than one draw per unit on CPU. Under
+    torch.compile, one int16 draw per unit (dynamo cannot trace random_)."""
     threshold = min(round(p * (1 << 16)), (1 << 16) - 1) - (1 << 15)  # int16 draws below it
+    n = sum(units) * batch
     if torch.compiler.is_compiling():
-        draws = torch.randint(-(1 << 15), 1 << 15, shape, dtype=torch.int16, device=device)
-        return draws < threshold
-    n = math.prod(shape)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(1 << 63), None)
-    return (words.view(torch.int16)[:n] < threshold).view(shape)
+        draws = torch.randint(-(1 << 15), 1 << 15, (n,), dtype=torch.int16, device=device)
+    else:
+        words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
+        draws = words.random_(-(1 << 63), None).view(torch.int16)
+        draws = draws[:n] if n % 4 else draws
+    drop = (draws < threshold).view(1, sum(units), batch)
+    return list(drop.split(units, dim=1)) if len(units) > 1 else [drop]
+
+
+def dropout_mask(shape: tuple[int, ...], p: float, device: torch.device) -> torch.Tensor:
+    """Units to drop in a tensor of `shape` (dropout_masks' draw)."""
+    return dropout_masks([math.prod(shape)], 1, p, device)[0].view(shape)
 
 
 def _widen(t: torch.Tensor) -> torch.Tensor:
@@ -43,45 +54,138 @@ def _widen(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
-class _NormReLUDropout(torch.autograd.Function):
-    """Training-mode batch norm -> ReLU -> dropout over (K, B, H), with its closed-form backward.
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The matmul dtype of an enclosing torch.autocast on `device`, or None."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return None
 
-    Autograd through the composition makes ~11 passes over (K, B, H) forward and ~15 backward,
-    which cost more than the layer's matmuls on CPU; this makes ~8 (statistics included) and 6.
-    The dropout scale 1 / keep is folded into the affine map (ReLU is positively homogeneous),
-    and the backward reads the mask from the output: y > 0 exactly where the ReLU passed and
-    dropout kept.
-    The layer bias before the norm (`pre_bias`) cancels in the batch statistics, so its
-    gradient is exactly zero (autograd through the composition gives ~1e-9 noise).
 
-        xhat = (x - mean) * rstd;  y = relu(xhat * weight + bias) * mask / keep
-    `centred` is x - mean, computed with the statistics (no autograd); x only routes the gradient.
+class _TrainingTowers(torch.autograd.Function):
+    """Training forward of K MLP towers (Linear -> batch norm -> ReLU -> dropout per layer, then
+    Linear to 1), with its closed-form backward, in a (K, H, B) layout.
+
+    Laid out (K, H, B), a layer's K x H units are the channels of one (1, K x H, B) tensor, so
+    torch's native batch norm normalises every student's units over the batch in one pass each
+    way (statistics included) instead of the ~8 passes and ~25 ops of a composed norm; each
+    layer is one bmm (W^T h) each way and its weight gradient one more. The dropout scale
+    1 / keep is folded into the norm's affine map (ReLU is positively homogeneous), and the
+    backward reads the ReLU and dropout mask from the output (y > 0 exactly where both let the
+    unit through). The layer bias before the norm cancels in the batch statistics: its gradient
+    is exactly zero. Under torch.autocast (bf16) the matmuls run in its dtype (their operands
+    cast here, the backward's too), and the activations between layers are stored in it as
+    well, as autocast leaves a matmul's output: half the bytes of every elementwise pass. The
+    norms' statistics and affine parameters stay float32 (the native kernel accumulates in
+    float32); the logits are returned as float32, the last hidden layer as it is stored.
+
+    Returns logits (K, B), the last hidden layer (K, H, B) and each norm's batch mean and
+    1 / std (K x H,), which the caller folds into the running statistics.
     """
 
     @staticmethod
-    def forward(ctx, x, centred, pre_bias, weight, bias, rstd, drop, keep: float):
-        scale = weight * rstd / keep  # (K, 1, H)
-        y = torch.addcmul(bias / keep, centred, scale)  # (K, B, H)
+    def forward(ctx, x, keep: float, eps: float, drops, n_layers: int, *params):
+        weights = params[:n_layers]  # then the biases before the norms (zero gradient)
+        norm_w, norm_b = params[2 * n_layers : 3 * n_layers], params[3 * n_layers : 4 * n_layers]
+        head_w, head_b = params[4 * n_layers :]
+        mm = _autocast_dtype(x.device)
+        cast = (lambda t: t.to(mm)) if mm is not None else (lambda t: t)
         # in place in eager mode; not under torch.compile, where torch 2.11 then gave wrong
         # input gradients (tests/test_compile.py)
         inplace = not torch.compiler.is_compiling()
-        y = y.relu_() if inplace else y.relu()
-        if drop is not None:  # drawn outside, so torch.compile can trace this function
-            y = y.masked_fill_(drop, 0) if inplace else y.masked_fill(drop, 0)
-        ctx.save_for_backward(centred, y, weight, rstd)
-        ctx.keep = keep
-        return y
+        affine = [t.view(-1) for t in (*norm_w, *norm_b)]  # (K x H,) each, as the norm takes them
+        if keep < 1:
+            affine = torch._foreach_div(affine, keep)
+        norm_w, norm_b = affine[:n_layers], affine[n_layers:]
+        num = weights[0].shape[0]
+        with torch.autocast(x.device.type, enabled=False):
+            h = cast(x).transpose(1, 2)  # (K_in, D, B)
+            if h.shape[0] != num:  # a shared input: every student reads it
+                h = h.expand(num, -1, -1)
+            layer_in, matmul_w, pre_norm, outs, stats = [], [], [], [], []
+            for w, g, b, drop in zip(weights, norm_w, norm_b, drops or [None] * n_layers):
+                w = cast(w)
+                z = torch.bmm(w.transpose(1, 2), h)  # (K, H, B)
+                k, units, batch = z.shape
+                z = z.view(1, k * units, batch)
+                y, mean, invstd = torch.native_batch_norm(z, g, b, None, None, True, 0.0, eps)
+                y = y.relu_() if inplace else y.relu()
+                if drop is not None:  # drawn outside, so torch.compile can trace this
+                    y = y.masked_fill_(drop, 0) if inplace else y.masked_fill(drop, 0)
+                layer_in.append(h)
+                matmul_w.append(w)
+                pre_norm.append(z)
+                outs.append(y)
+                stats += [mean, invstd]
+                h = cast(y).view(k, units, batch)
+            head = cast(head_w)
+            logits = torch.baddbmm(cast(head_b), head.transpose(1, 2), h)  # (K, 1, B)
+        ctx.mark_non_differentiable(*stats)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*layer_in, *matmul_w, *pre_norm, *outs, *norm_w, *stats, head, h)
+        ctx.n_layers, ctx.keep, ctx.eps, ctx.mm = n_layers, keep, eps, mm
+        ctx.shared = x.shape[0] != num
+        return (_widen(logits.view(num, batch)), h, *stats)
 
     @staticmethod
-    def backward(ctx, grad):
-        centred, y, weight, rstd = ctx.saved_tensors
-        n, keep = centred.shape[1], ctx.keep
-        gz = torch.ops.aten.threshold_backward(grad, y, 0)  # keep * dL/d(pre-ReLU)  (K, B, H)
-        s1 = gz.sum(dim=1, keepdim=True)  # (K, 1, H)
-        s2 = (gz * centred).sum(dim=1, keepdim=True).mul_(rstd)  # sum over B of gz * xhat
-        a = weight * rstd / keep
-        grad_x = torch.addcmul(-a * s1 / n, centred, -a * s2 * rstd / n).addcmul_(gz, a)
-        return grad_x, None, torch.zeros_like(weight), s2 / keep, s1 / keep, None, None, None
+    def backward(ctx, g_logits, g_hidden, *_):
+        n = ctx.n_layers
+        saved = ctx.saved_tensors
+        layer_in, matmul_w = saved[:n], saved[n : 2 * n]
+        pre_norm, outs, norm_w = saved[2 * n : 3 * n], saved[3 * n : 4 * n], saved[4 * n : 5 * n]
+        stats, (head, h) = saved[5 * n : 7 * n], saved[7 * n :]
+        mm, keep = ctx.mm, ctx.keep
+        cast = (lambda t: t.to(mm)) if mm is not None else (lambda t: t)
+        inplace = not torch.compiler.is_compiling()
+        k, units, batch = h.shape
+        with torch.autocast(h.device.type, enabled=False):
+            if g_logits is None:
+                g_logits = h.new_zeros(k, batch)
+            g = cast(g_logits).view(k, 1, batch)
+            grad_head_w = torch.bmm(h, g.transpose(1, 2))  # (K, H, 1)
+            grad_head_b = g.sum(dim=2, keepdim=True)  # (K, 1, 1)
+            gy = torch.bmm(head, g).to(outs[-1].dtype)  # (K, H, B)
+            if g_hidden is not None:
+                gy = gy.add_(g_hidden) if inplace else gy + g_hidden
+            grad_w, grad_g, grad_b = [], [], []
+            for i in reversed(range(n)):
+                y = outs[i]
+                gz = torch.ops.aten.threshold_backward(gy.reshape(y.shape).to(y.dtype), y, 0)
+                gx, gg, gb = torch.ops.aten.native_batch_norm_backward(
+                    gz,
+                    pre_norm[i],
+                    norm_w[i],
+                    None,
+                    None,
+                    *stats[2 * i : 2 * i + 2],
+                    True,
+                    ctx.eps,
+                    [True, True, True],
+                )
+                gx = cast(gx.view(k, -1, batch))  # (K, H, B)
+                grad_w.append(torch.bmm(layer_in[i], gx.transpose(1, 2)))  # (K, D, H)
+                grad_g.append(gg.view(k, 1, -1))
+                grad_b.append(gb.view(k, 1, -1))
+                if i > 0 or ctx.needs_input_grad[0]:
+                    gy = torch.bmm(matmul_w[i], gx)  # (K, D, B)
+            if keep < 1:
+                torch._foreach_div_([*grad_g, *grad_b], keep)
+            grad_x = None
+            if ctx.needs_input_grad[0]:
+                grad_x = (gy.sum(dim=0, keepdim=True) if ctx.shared else gy).transpose(1, 2)
+        zeros = [torch.zeros_like(g) for g in grad_g[::-1]]
+        return (
+            grad_x,
+            None,
+            None,
+            None,
+            None,
+            *grad_w[::-1],
+            *zeros,
+            *grad_g[::-1],
+            *grad_b[::-1],
+            grad_head_w,
+            grad_head_b,
+        )
 
 
 class StudentBatchNorm(nn.Module):
@@ -122,21 +226,6 @@ class StudentBatchNorm(nn.Module):
             mean, var = self.running_mean, self.running_var
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
-    def relu_dropout(self, x: torch.Tensor, pre_bias: torch.Tensor, dropout: float) -> torch.Tensor:
-        """Training mode: dropout(relu(forward(x + pre_bias))) in one fused pass each way
-        (_NormReLUDropout); x (K, B, H) is a layer's output before its bias (K, 1, H)."""
-        n = x.shape[1]
-        with torch.no_grad():  # two passes: var_mean over dim 1 is 2-6x slower on CPU
-            mean = x.mean(dim=1, keepdim=True)  # (K, 1, H)
-            centred = x - mean
-            var = torch.linalg.vector_norm(centred, dim=1, keepdim=True).square_().div_(n)
-            self._track(mean + pre_bias, var, n)
-            rstd = torch.rsqrt(var + self.eps)
-        drop = dropout_mask(x.shape, dropout, x.device) if dropout > 0 else None
-        return _NormReLUDropout.apply(
-            x, centred, pre_bias, self.weight, self.bias, rstd, drop, 1 - dropout
-        )
-
     @torch.no_grad()
     def _track(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
         """Move the running statistics towards the batch's (unbiased variance, as BatchNorm1d)."""
@@ -147,6 +236,37 @@ class StudentBatchNorm(nn.Module):
             weight = weight.to(self.running_mean.dtype)
         self.running_mean.lerp_(mean, weight)
         self.running_var.lerp_(var * (n / max(n - 1, 1)), weight)
+
+    @staticmethod
+    @torch.no_grad()
+    def track_all(
+        norms: list[StudentBatchNorm],
+        means: list[torch.Tensor],
+        invstds: list[torch.Tensor],
+        pre_biases: list[torch.Tensor],
+        n: int,
+    ) -> None:
+        """_track for several norms at once, from their batches' means of x and 1 / sqrt(var +
+        eps) (native batch norm's statistics, (K x H,) each) where the layer's input is x +
+        pre_bias: a dozen multi-tensor ops for all layers rather than ~8 ops per layer."""
+        first = norms[0]
+        steps = [m.num_batches_tracked for m in norms]
+        torch._foreach_add_(steps, 1)
+        shapes = [m.running_mean.shape for m in norms]
+        means = torch._foreach_add([m.view(s) for m, s in zip(means, shapes)], pre_biases)
+        var = torch._foreach_pow([i.view(s) for i, s in zip(invstds, shapes)], -2)
+        torch._foreach_sub_(var, first.eps)
+        torch._foreach_mul_(var, n / max(n - 1, 1))  # unbiased, as BatchNorm1d's estimate
+        weight = first.momentum
+        if first.debias:
+            weight = torch._foreach_reciprocal(steps)
+            torch._foreach_clamp_min_(weight, first.momentum)
+            if weight[0].dtype != first.running_mean.dtype:
+                weight = [w.to(first.running_mean.dtype) for w in weight]
+        running = [m.running_mean for m in norms] + [m.running_var for m in norms]
+        torch._foreach_lerp_(
+            running, means + var, weight if isinstance(weight, float) else weight * 2
+        )
 
     def inference_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(scale, shift), each (K, 1, H), with eval-mode forward(x) == x * scale + shift."""
@@ -197,6 +317,7 @@ class BatchedMLP(nn.Module):
         self.head_bias = nn.Parameter(torch.zeros(num_students, 1, 1))
         self.activation = ACTIVATIONS[activation]
         self.inplace_relu = activation == "relu"
+        self.batch_norm = batch_norm
         self.dropout = nn.Dropout(dropout)
         self.output_dim = hidden_units[-1]
         self.reset_parameters()
@@ -223,18 +344,33 @@ class BatchedMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.training and not torch.is_grad_enabled():
             return self._inference_forward(x)
-        fused = self.training and self.inplace_relu
+        if self.training and self.inplace_relu and self.batch_norm:
+            return self._training_forward(x)
         h = x
         for weight, bias, norm in zip(self.weights, self.biases, self.norms):
             # (K, B, H); a (1, B, D) input broadcasts over K. Under a bf16 autocast (train.autocast)
             # the matmul runs in bf16 and the rest in float32
             h = _widen(torch.matmul(h, weight))
-            if fused and isinstance(norm, StudentBatchNorm):
-                h = norm.relu_dropout(h, bias, self.dropout.p)
-            else:
-                h = self.dropout(self.activation(norm(h + bias)))
+            h = self.dropout(self.activation(norm(h + bias)))
         logits = _widen(torch.baddbmm(self.head_bias, h, self.head_weight)).squeeze(-1)  # (K, B)
         return logits, h
+
+    def _training_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward() in training mode with ReLU and batch norm: _TrainingTowers, then the
+        running statistics of every norm at once."""
+        p, n = self.dropout.p, len(self.weights)
+        drops = None
+        if p > 0:  # one draw for every layer, outside the Function (torch.compile traces it)
+            units = [self.num_students * w.shape[2] for w in self.weights]
+            drops = dropout_masks(units, x.shape[1], p, x.device)
+        norms = list(self.norms)
+        logits, hidden, *stats = _TrainingTowers.apply(
+            x, 1 - p, norms[0].eps, drops, n,
+            *self.weights, *self.biases, *(m.weight for m in norms), *(m.bias for m in norms),
+            self.head_weight, self.head_bias,
+        )  # fmt: skip
+        StudentBatchNorm.track_all(norms, stats[::2], stats[1::2], list(self.biases), x.shape[1])
+        return logits, hidden.transpose(1, 2)  # (K, B), (K, B, H)
 
     def _inference_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """forward() in eval mode without autograd, with each batch norm folded into its layer:

@@ -18,16 +18,16 @@ from recsys_kdef.models.outputs import EnsembleOutput
 from recsys_kdef.objectives.base import ObjectiveOutput, per_student_bce
 
 
-def pairwise_bernoulli_kl(logits: torch.Tensor) -> torch.Tensor:
-    """(K, K) matrix: [a, b] = mean over the batch of KL(p_a || p_b), for logits (B, K)."""
-    log_p = F.logsigmoid(logits)  # log p
-    log_q = F.logsigmoid(-logits)  # log (1 - p)
+def mean_symmetric_kl(logits: torch.Tensor) -> torch.Tensor:
+    """Mean over the K (K - 1) / 2 pairs a < b of the batch-mean KL(p_a || p_b) + KL(p_b || p_a),
+    without a (B, K, K) tensor: the two directions sum to (p_a - p_b)(z_a - z_b) (log p - log
+    (1 - p) is the logit z), and the sum over pairs of that is K sum_a (p_a - mean p)(z_a -
+    mean z) for each row, computed from centred values (no cancellation)."""
+    k = logits.shape[1]
     p = torch.sigmoid(logits)
-    # KL(a || b) = p_a (log p_a - log p_b) + (1 - p_a) (log(1 - p_a) - log(1 - p_b)): (B, K, K)
-    kl = p.unsqueeze(2) * (log_p.unsqueeze(2) - log_p.unsqueeze(1)) + (1 - p).unsqueeze(2) * (
-        log_q.unsqueeze(2) - log_q.unsqueeze(1)
-    )
-    return kl.mean(dim=0)
+    p = p - p.mean(dim=1, keepdim=True)
+    z = logits - logits.mean(dim=1, keepdim=True)
+    return torch.dot(p.flatten(), z.flatten()) * (2 / ((k - 1) * logits.shape[0]))
 
 
 class CETNetObjective(nn.Module):
@@ -52,9 +52,7 @@ class CETNetObjective(nn.Module):
         components = {"fused": fused.detach(), "ctr": ctr.mean().detach()}
         num_students = output.logits.shape[1]
         if self.alpha > 0 and num_students > 1:
-            kl = pairwise_bernoulli_kl(output.logits)  # (K, K)
-            pairs = num_students * (num_students - 1) / 2  # a < b (no boolean indexing: it
-            symmetric = (kl + kl.t()).triu(diagonal=1).sum() / pairs  # would break a compile)
+            symmetric = mean_symmetric_kl(output.logits)
             loss = loss + self.alpha * symmetric
             components["kl"] = symmetric.detach()
         weights = {}

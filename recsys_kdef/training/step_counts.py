@@ -51,6 +51,25 @@ FREE_OPS = frozenset(
         "empty",
         "empty_like",
         "empty_strided",
+        # profiler annotations (torch.autograd.profiler.record_function, which TorchRec and
+        # torch.optim open around their steps): dispatched, but no kernel and no bytes
+        "_record_function_enter",
+        "_record_function_enter_new",
+        "_record_function_exit",
+    }
+)
+# ops whose result the host must read (a value or a data-dependent size) before it can go on:
+# on a GPU each waits for the device's queue to drain. `.item()`, `bool(t)`, `int(t)` and
+# `float(t)` reach the dispatcher as _local_scalar_dense
+HOST_SYNC_OPS = frozenset(
+    {
+        "_local_scalar_dense",
+        "nonzero",
+        "masked_select",
+        "_unique2",
+        "unique_dim",
+        "unique_consecutive",
+        "equal",
     }
 )
 
@@ -62,10 +81,12 @@ def op_name(func) -> str:
 
 @dataclass
 class OpCounts:
-    """What an OpCounter saw: aten ops by name, and the bytes written by non-matmul ops."""
+    """What an OpCounter saw: ops by name, the bytes written by non-matmul ops, host syncs."""
 
     ops: Counter = field(default_factory=Counter)
     bytes_written_nonmatmul: int = 0
+    host_syncs: int = 0
+    """HOST_SYNC_OPS (and copies to the CPU) on tensors of the counted device."""
 
     @property
     def total(self) -> int:
@@ -73,14 +94,18 @@ class OpCounts:
 
     @property
     def kernels(self) -> int:
-        """Ops that launch work: every op but views and metadata (FREE_OPS)."""
+        """Ops that launch work: every op but views, metadata and annotations (FREE_OPS)."""
         return sum(n for name, n in self.ops.items() if name not in FREE_OPS)
 
 
 class OpCounter(TorchDispatchMode):
-    """Counts every aten op dispatched inside `with OpCounter() as c:` (backward and optimizer
-    included: the autograd engine carries the mode into its threads) and the bytes of the
-    tensors non-matmul, non-view ops return, as `c.counts`.
+    """Counts every op dispatched inside `with OpCounter() as c:` (backward and optimizer
+    included: the autograd engine carries the mode into its threads), the bytes of the
+    tensors non-matmul, non-view ops return, and the host syncs, as `c.counts`.
+
+    A host sync is a HOST_SYNC_OPS op, or a copy to the CPU, reading a tensor on `device`
+    (where the step runs; on a GPU, reads of CPU-side tensors such as fbgemm's iteration
+    counter do not wait for the device). On a CPU every read counts.
 
     Example::
 
@@ -89,14 +114,17 @@ class OpCounter(TorchDispatchMode):
         c.counts.total, c.counts.bytes_written_nonmatmul
     """
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | None = None) -> None:
         super().__init__()
         self.counts = OpCounts()
+        self.device_type = (device or torch.device("cpu")).type
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         name = op_name(func)
         self.counts.ops[name] += 1
+        if self._syncs(name, args, out):
+            self.counts.host_syncs += 1
         if name not in MATMUL_OPS and name not in FREE_OPS:
             self.counts.bytes_written_nonmatmul += sum(
                 t.numel() * t.element_size()
@@ -104,6 +132,16 @@ class OpCounter(TorchDispatchMode):
                 if isinstance(t, torch.Tensor)
             )
         return out
+
+    def _syncs(self, name: str, args, out) -> bool:
+        """Whether the host waits for this op's input (a read of a tensor on the device)."""
+        read_back = name == "_to_copy" and isinstance(out, torch.Tensor) and out.is_cpu
+        if name not in HOST_SYNC_OPS and not read_back:
+            return False
+        inputs = [t for t in tree_flatten(args)[0] if isinstance(t, torch.Tensor)]
+        if self.device_type == "cpu":  # every read, but not a CPU-to-CPU copy
+            return not read_back
+        return any(t.device.type == self.device_type for t in inputs)
 
 
 def ids_looked_up(module: torch.nn.Module, features: KeyedJaggedTensor) -> int:

@@ -240,8 +240,8 @@ class Trainer:
     def _train_forward(self, batch) -> tuple[torch.Tensor | None, StepResult]:
         """The forward of one training step; a loss of None: no update (a skipped batch).
 
-        train.nonfinite = raise costs no host sync: a device flag remembers the first non-finite
-        loss, and `self.nonfinite.check()` (every log_every_steps, before validations and
+        train.nonfinite = raise costs no op and no host sync: the watch keeps the losses, and
+        `self.nonfinite.check()` (every log_every_steps, before validations and
         checkpoints) raises on every rank. skip must decide before the backward, the same on
         every rank (the backward is a collective): one all-reduce and host sync per step.
         """

@@ -4,8 +4,9 @@ from functools import partial
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from recsys_kdef.models.towers import BatchedMLP, StudentBatchNorm, dropout_mask
+from recsys_kdef.models.towers import BatchedMLP, StudentBatchNorm, dropout_mask, dropout_masks
 
 
 def separate_mlps(batched: BatchedMLP, activation: nn.Module) -> list[nn.Sequential]:
@@ -123,18 +124,22 @@ def test_students_are_initialised_independently_and_gradients_stay_separate():
 
 def composed_forward(towers: BatchedMLP, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Training forward as plain autograd ops: Linear -> norm -> ReLU -> dropout per layer."""
-    h, p = x, towers.dropout.p
-    for weight, bias, norm in zip(towers.weights, towers.biases, towers.norms):
+    h, p, (k, batch) = x, towers.dropout.p, (towers.num_students, x.shape[1])
+    # the towers' draws: one for all layers, each layer's units laid out (K, H, B)
+    units = [k * w.shape[2] for w in towers.weights]
+    masks = dropout_masks(units, batch, p, x.device) if p else [None] * len(units)
+    for weight, bias, norm, mask in zip(towers.weights, towers.biases, towers.norms, masks):
         h = torch.relu(norm(torch.matmul(h, weight) + bias))
-        if p:  # the towers' draws, in the same order
-            h = h.masked_fill(dropout_mask(h.shape, p, h.device), 0) / (1 - p)
+        if p:
+            h = h.masked_fill(mask.view(k, -1, batch).transpose(1, 2), 0) / (1 - p)
     return torch.baddbmm(towers.head_bias, h, towers.head_weight).squeeze(-1), h
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_the_fused_norm_relu_dropout_pass_equals_autograd_through_the_composition(dropout):
-    """Outputs, every gradient and the running statistics match (same dropout draws);
-    the bias before each norm gets exactly zero gradient (it cancels in the batch mean)."""
+@pytest.mark.parametrize(("dropout", "shared_input"), [(0.0, False), (0.3, False), (0.3, True)])
+def test_the_fused_training_pass_equals_autograd_through_the_composition(dropout, shared_input):
+    """Outputs, every gradient and the running statistics match (same dropout draws), with
+    per-student or shared inputs; the bias before each norm gets exactly zero gradient (it
+    cancels in the batch mean)."""
     torch.manual_seed(2)
     fused = BatchedMLP(3, 10, [8, 6], dropout=dropout).double()
     with torch.no_grad():
@@ -144,7 +149,7 @@ def test_the_fused_norm_relu_dropout_pass_equals_autograd_through_the_compositio
         for b in fused.biases:
             b.normal_()
     composed = copy.deepcopy(fused)
-    x = torch.randn(3, 64, 10, dtype=torch.float64)
+    x = torch.randn(1 if shared_input else 3, 64, 10, dtype=torch.float64)
     r_logits, r_hidden = torch.randn(3, 64, dtype=torch.float64), torch.randn(3, 64, 6).double()
     results = []
     for towers, forward in (
@@ -186,9 +191,15 @@ def test_dropout_masks_drop_at_the_asked_rate_independently():
         for lag in (1, 2, 3, 4):
             corr = torch.corrcoef(torch.stack([flat[:-lag], flat[lag:]]))[0, 1]
             assert abs(float(corr)) < 0.01, (p, lag, corr)  # 4.5 standard errors
+    # several tensors from one draw: each at the rate, of its own shape, not copies
+    first, second = dropout_masks([300, 300], 700, 0.3, torch.device("cpu"))
+    assert first.shape == second.shape == (1, 300, 700)
+    for mask in (first, second):
+        assert abs(float(mask.float().mean()) - 0.3) < 0.003
+    assert float((first == second).float().mean()) < 0.6  # independent: 0.3^2 + 0.7^2 = 0.58
 
 
-def test_under_a_bf16_autocast_the_towers_return_float32_close_to_float32_training():
+def test_under_a_bf16_autocast_the_towers_return_float32_logits_close_to_float32_training():
     torch.manual_seed(5)
     towers = BatchedMLP(3, 32, [64, 32], dropout=0.0)
     x = torch.randn(3, 256, 32)
@@ -200,8 +211,40 @@ def test_under_a_bf16_autocast_the_towers_return_float32_close_to_float32_traini
         logits.sum().backward()
         results.append((logits, hidden, towers.weights[0].grad.clone()))
     (logits, hidden, grad), (logits16, hidden16, grad16) = results
-    assert logits16.dtype == hidden16.dtype == torch.float32
+    assert logits16.dtype == torch.float32
+    assert hidden16.dtype == torch.bfloat16  # as autocast leaves a matmul's output
     torch.testing.assert_close(logits16, logits, rtol=0.05, atol=0.05)
-    torch.testing.assert_close(hidden16, hidden, rtol=0.05, atol=0.05)
+    torch.testing.assert_close(hidden16.float(), hidden, rtol=0.05, atol=0.05)
     assert not torch.equal(logits16, logits)  # the matmuls did run in bf16
     assert torch.nn.functional.cosine_similarity(grad16.flatten(), grad.flatten(), dim=0) > 0.99
+
+
+class _Dtypes(TorchDispatchMode):
+    """The dtypes of the first output of each op, by op name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[str, set[torch.dtype]] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        first = out[0] if isinstance(out, tuple) else out
+        if isinstance(first, torch.Tensor):
+            self.seen.setdefault(func._schema.name.split("::")[-1], set()).add(first.dtype)
+        return out
+
+
+def test_under_a_bf16_autocast_the_activations_are_stored_in_bf16():
+    """The elementwise passes (norm, ReLU, dropout, their backward) write bf16: half the
+    bytes; the logits and every gradient stay float32."""
+    torch.manual_seed(6)
+    towers = BatchedMLP(3, 32, [64, 64], dropout=0.2)
+    x = torch.randn(3, 128, 32)
+    with _Dtypes() as d, torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, hidden = towers(x)
+        (logits.sum() + hidden.sum()).backward()
+    for op in ("native_batch_norm", "relu_", "masked_fill_", "threshold_backward"):
+        assert d.seen[op] == {torch.bfloat16}, (op, d.seen[op])
+    assert d.seen["native_batch_norm_backward"] == {torch.bfloat16}  # its input gradient
+    assert logits.dtype == torch.float32 and hidden.dtype == torch.bfloat16
+    assert all(p.grad.dtype == torch.float32 for p in towers.parameters())

@@ -98,6 +98,20 @@ def test_each_ablation_removes_exactly_its_term(consistency):
     assert torch.equal(no_exam.weights["mu"], 1 - torch.eye(4, dtype=torch.float64))
 
 
+@pytest.mark.parametrize(
+    "variant, consistency", list(itertools.product(["full", "only_kd", "only_dml"], ["mse", "kl"]))
+)
+def test_a_detached_exam_equals_the_reference(variant, consistency):
+    logits, labels = case(3)
+    obj = KDEFObjective(variant=variant, consistency=consistency, detach_exam=True)
+    ours = obj(out(logits), labels).loss
+    ref = reference(logits, labels, variant, consistency, detach_exam=True)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)
+    (g_ours,) = torch.autograd.grad(ours, logits)
+    (g_ref,) = torch.autograd.grad(ref, logits)
+    torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-6)
+
+
 def test_detaching_the_exam_changes_gradients_not_values():
     logits, labels = case(3)
     attached = KDEFObjective()(out(logits), labels).loss

@@ -18,6 +18,23 @@ def test_ops_and_bytes_of_a_tiny_forward():
     assert c.counts.bytes_written_nonmatmul == 48 + 48 + 4
 
 
+def test_host_syncs_are_reads_of_tensors_on_the_counted_device():
+    x = torch.tensor([0.0, 2.0, 0.0, 1.0])
+    with OpCounter() as c:
+        float(x.sum())  # _local_scalar_dense
+        bool(x.any())  # the same
+        x.nonzero()  # a data-dependent size
+        with torch.autograd.profiler.record_function("annotation"):  # no kernel
+            (x * 2).relu()  # no read
+    assert c.counts.host_syncs == 3
+    annotations = c.counts.ops["_record_function_enter_new"] + c.counts.ops["_record_function_exit"]
+    assert annotations == 2 and c.counts.kernels == c.counts.total - annotations
+    # counted for a GPU, reads of CPU tensors (e.g. a library's host-side counter) do not wait
+    with OpCounter(torch.device("cuda")) as gpu:
+        float(x.sum())
+    assert gpu.counts.host_syncs == 0 and gpu.counts.ops["_local_scalar_dense"] == 1
+
+
 def test_backward_and_optimizer_ops_are_counted():
     p = torch.nn.Parameter(torch.randn(8))
     opt = torch.optim.SGD([p], lr=0.1)

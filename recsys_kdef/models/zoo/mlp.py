@@ -29,11 +29,10 @@ class MLPStudents(BatchedMLP):
 
     def forward(self, emb: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n_in, batch = emb.shape[0], emb.shape[1]
-        x = torch.cat(
-            [emb.reshape(n_in, batch, -1), dense.unsqueeze(0).expand(n_in, batch, dense.shape[1])],
-            dim=2,
-        )  # (n_in, B, F * D + Dd)
-        return super().forward(x)
+        x = emb.reshape(n_in, batch, -1)  # (n_in, B, F * D)
+        if dense.shape[1]:  # no copy of every embedding for a schema without numeric fields
+            x = torch.cat([x, dense.unsqueeze(0).expand(n_in, batch, dense.shape[1])], dim=2)
+        return super().forward(x)  # (n_in, B, F * D + Dd)
 
 
 def build_mlp(params: MLPParams, inputs: StudentInputs, count: int) -> MLPStudents:
