@@ -9,6 +9,7 @@ torchx run -s local_cwd dist.ddp -j 1x2 --script recsys_kdef/train.py -- --confi
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -45,9 +46,17 @@ def run(cfg: ExperimentConfig, ctx: DistContext) -> dict:
         require_tensorboard()  # every rank, before any work
     # train.log from here on (the sharding plan included); created at its first line, so a
     # data or config error in build_job leaves no output directory
+    created = not out.exists()
     log = RunLog(cfg.train.output_dir, enabled=ctx.is_main, tensorboard=cfg.train.tensorboard)
     try:
         return _run(cfg, ctx, build_job(cfg, ctx), log)
+    except (ConfigError, DataError) as e:  # bad input met while training (e.g. at a batch)
+        log.note(f"run failed: {e}")
+        log.close()
+        saved = (out / CHECKPOINTS).is_dir() and any((out / CHECKPOINTS).iterdir())
+        if ctx.is_main and created and not saved:
+            shutil.rmtree(out, ignore_errors=True)  # nothing trained: no partial output left
+        raise
     finally:
         log.close()
 

@@ -10,6 +10,7 @@ import torch
 from multiprocess import run_multiprocess
 from test_distributed import setup
 
+from recsys_kdef.builders.job import checkpoint_meta
 from recsys_kdef.distributed.optimizers import build_optimizer
 from recsys_kdef.eval.evaluate import evaluate
 from recsys_kdef.training.trainer import Trainer
@@ -38,8 +39,10 @@ def _train(ctx, path, compiled: bool, extra_args: list[str]):
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     extra = [*extra_args, "--train.compile", str(compiled).lower()]
-    cfg, _, readers, dmp, plan = setup(ctx, path, extra=extra)
-    trainer = Trainer(dmp, build_optimizer(dmp, plan, cfg.train), ctx, cfg.train)
+    cfg, schema, readers, dmp, plan = setup(ctx, path, extra=extra)
+    trainer = Trainer(
+        dmp, build_optimizer(dmp, plan, cfg.train), ctx, cfg.train, checkpoint_meta(cfg, schema)
+    )
     steps = list(trainer.train_steps(itertools.islice(readers.train, STEPS)))
     evaluation = evaluate(trainer.module, readers.valid, ctx, runner=trainer.runner)
     counters = torch._dynamo.utils.counters

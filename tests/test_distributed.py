@@ -7,6 +7,7 @@ import pytest
 import torch
 from multiprocess import run_multiprocess
 
+from recsys_kdef.builders.job import checkpoint_meta
 from recsys_kdef.builders.model import build_train_module
 from recsys_kdef.builders.train_wrapper import EnsembleTrain
 from recsys_kdef.checkpoint.store import load_full_state_dict
@@ -328,7 +329,9 @@ def _check_decoupled_decay(ctx, path, sharding):
     tables = [p for n, p in ref.named_parameters() if ".embedding_bags." in n]
     dense = [p for n, p in ref.named_parameters() if ".embedding_bags." not in n]
     ref_dense_opt = torch.optim.Adam(dense, lr=cfg.train.dense_lr)
-    trainer = Trainer(dmp, build_optimizer(dmp, plan, cfg.train), ctx, cfg.train)
+    trainer = Trainer(
+        dmp, build_optimizer(dmp, plan, cfg.train), ctx, cfg.train, checkpoint_meta(cfg, schema)
+    )
     lr, untouched = cfg.train.sparse_lr, None
     for i, batch in zip(range(3), readers.train):
         trainer.train_step(batch, i + 1)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from recsys_kdef.builders.job import checkpoint_meta
 from recsys_kdef.builders.model import build_training_model
 from recsys_kdef.builders.train_wrapper import EnsembleTrain
 from recsys_kdef.config import SyntheticConfig, load_config
@@ -121,7 +122,8 @@ def test_confidence_fusion_weights_the_strong_model(ctx, tmp_path_factory):
         cfg.train,
         cfg.data.batch_size,
     )
-    Trainer(module, build_optimizer(module, plan, cfg.train), ctx, cfg.train).fit(
+    meta = checkpoint_meta(cfg, schema)
+    Trainer(module, build_optimizer(module, plan, cfg.train), ctx, cfg.train, meta).fit(
         readers.train, readers.valid
     )
     result = evaluate(module, readers.test, ctx)

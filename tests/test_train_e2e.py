@@ -14,7 +14,7 @@ import pytest
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
-from recsys_kdef.builders.job import build_job
+from recsys_kdef.builders.job import build_job, checkpoint_meta
 from recsys_kdef.config import SyntheticConfig, load_config
 from recsys_kdef.data.synthetic import generate
 from recsys_kdef.distributed.process import destroy_distributed, init_distributed
@@ -201,7 +201,8 @@ def test_early_stopping_decays_lr_and_restores_the_best_weights(overfit_data, tm
     ctx = init_distributed()
     try:
         job = build_job(cfg, ctx)
-        fit = Trainer(job.module, job.optimizer, ctx, cfg.train).fit(
+        meta = checkpoint_meta(cfg, job.schema)
+        fit = Trainer(job.module, job.optimizer, ctx, cfg.train, meta).fit(
             job.readers.train, job.readers.valid
         )
         assert fit.stopped_early and len(fit.history) < cfg.train.epochs
@@ -245,7 +246,8 @@ def test_no_validation_of_the_warm_up_decays_or_stops(overfit_data, tmp_path):
     ctx = init_distributed()
     try:
         job = build_job(cfg, ctx)
-        fit = Trainer(job.module, job.optimizer, ctx, cfg.train).fit(
+        meta = checkpoint_meta(cfg, job.schema)
+        fit = Trainer(job.module, job.optimizer, ctx, cfg.train, meta).fit(
             job.readers.train, job.readers.valid
         )
         assert not fit.stopped_early and len(fit.history) == 5

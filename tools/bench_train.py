@@ -46,6 +46,7 @@ import pyarrow as pa
 import torch
 from naive_reference import NaiveEnsemble, NaiveStep  # noqa: E402  (tools/, beside this file)
 
+from recsys_kdef.builders.job import checkpoint_meta
 from recsys_kdef.builders.model import build_train_module
 from recsys_kdef.config import load_config
 from recsys_kdef.data.batch import Batch
@@ -222,7 +223,9 @@ def bench_one(
     ids = ids_looked_up(module, batches[0].sparse)  # before sharding: the tables as configured
     dmp, plan = shard_model(module, ctx, cfg.planner, cfg.train, args.batch_size)
     # the training loop's own steps: plain or pipelined, thread settings, non-finite watch
-    trainer = Trainer(dmp, build_optimizer(dmp, plan, cfg.train), ctx, cfg.train)
+    trainer = Trainer(
+        dmp, build_optimizer(dmp, plan, cfg.train), ctx, cfg.train, checkpoint_meta(cfg, schema)
+    )
     warmup = max(args.warmup, 1)  # the first step's time is not an interval
     total = warmup + args.steps
     stream = (batches[i % len(batches)] for i in range(total))

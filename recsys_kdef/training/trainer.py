@@ -108,13 +108,18 @@ class Trainer:
         optimizer: CombinedOptimizer,
         ctx: DistContext,
         cfg: TrainConfig,
-        meta: dict[str, Any] | None = None,
+        meta: dict[str, Any],
     ) -> None:
+        missing = [k for k in ("config", "schema", "model_prefix") if k not in meta]
+        if missing:  # else the run would fail at its end, restoring the best checkpoint
+            raise ValueError(
+                f"Trainer meta lacks {', '.join(missing)}: pass checkpoint_meta(cfg, schema)"
+            )
         self.module = module
         self.optimizer = optimizer
         self.ctx = ctx
         self.cfg = cfg
-        self.meta = meta or {}
+        self.meta = meta
         """Written into every checkpoint's meta.json (config, schema, model prefix)."""
         self.checkpoints = Path(cfg.output_dir) / ckpt.CHECKPOINTS
         self._bad_validations = 0

@@ -11,6 +11,7 @@ import torch
 from multiprocess import run_multiprocess
 from test_distributed import local_table_state, setup
 
+from recsys_kdef.builders.job import checkpoint_meta
 from recsys_kdef.distributed.collectives import norm_buffers
 from recsys_kdef.distributed.optimizers import build_optimizer
 from recsys_kdef.eval.evaluate import evaluate
@@ -22,8 +23,12 @@ STEPS = 6
 def _run(ctx, path, extra: list[str]):
     """6 training steps in two segments, as fit runs them between checkpoints (the pipeline
     drains and refills); with dropout, so the RNG must be drawn in the same order."""
-    cfg, _, readers, dmp, plan = setup(ctx, path, extra=[*extra, "--model.tower.dropout", "0.2"])
-    trainer = Trainer(dmp, build_optimizer(dmp, plan, cfg.train), ctx, cfg.train)
+    cfg, schema, readers, dmp, plan = setup(
+        ctx, path, extra=[*extra, "--model.tower.dropout", "0.2"]
+    )
+    trainer = Trainer(
+        dmp, build_optimizer(dmp, plan, cfg.train), ctx, cfg.train, checkpoint_meta(cfg, schema)
+    )
     torch.manual_seed(10 + ctx.rank)
     batches = iter(readers.train)
     steps = [*trainer.train_steps(itertools.islice(batches, STEPS // 2))]
@@ -80,8 +85,10 @@ def _state(dmp) -> list[torch.Tensor]:
 
 def _skip_in_the_pipeline(ctx, path):
     extra = ["--train.pipeline", "true", "--train.nonfinite", "skip"]
-    cfg, _, readers, dmp, plan = setup(ctx, path, extra=extra)
-    trainer = Trainer(dmp, build_optimizer(dmp, plan, cfg.train), ctx, cfg.train)
+    cfg, schema, readers, dmp, plan = setup(ctx, path, extra=extra)
+    trainer = Trainer(
+        dmp, build_optimizer(dmp, plan, cfg.train), ctx, cfg.train, checkpoint_meta(cfg, schema)
+    )
     batches = list(itertools.islice(readers.train, 4))
     if ctx.rank == 0:  # NaN features on one rank only: every rank must skip that batch
         batches[2] = dataclasses.replace(
