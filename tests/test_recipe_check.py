@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("recipe_check", ROOT / "tools/recipe_check.py")
 rc = importlib.util.module_from_spec(_spec)
+sys.path.insert(0, str(ROOT / "tools"))  # its sibling tools/machine.py
 sys.modules[_spec.name] = rc  # dataclasses look their module up there
 _spec.loader.exec_module(rc)
 

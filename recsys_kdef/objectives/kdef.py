@@ -13,6 +13,13 @@ K x K pairs are computed at once with tensor ops.
 
 Variants (the paper's Table V / Fig. 10): `only_kd`, `only_dml`, `no_exam` (lambda = mu = 1);
 "without all" is the `mean` objective. C can be mse, huber, kl or bce.
+
+Options beyond the paper (defaults give the authors' loss exactly): `kd_weight` and
+`dml_weight` scale the two terms; `temperature` tau compares softened predictions,
+tau^2 C(sigmoid(z_k / tau), sigmoid(z_t / tau)) (Hinton's soft targets, ECKD's tau), in both
+terms; `exam_temperature` T sharpens the examination, lambda = softmin(S / T),
+mu_k,l = softmax_{l != k}((S_l - S_k) / T) (S differs between students by ~1e-3, so at T = 1
+lambda and mu are nearly uniform).
 """
 
 from __future__ import annotations
@@ -53,19 +60,43 @@ class KDEFObjective(nn.Module):
         consistency: str = "mse",
         detach_exam: bool = False,
         label_flip_rate: float = 0.0,
+        *,
+        kd_weight: float = 1.0,
+        dml_weight: float = 1.0,
+        temperature: float = 1.0,
+        exam_temperature: float = 1.0,
     ) -> None:
         super().__init__()
         if consistency not in CONSISTENCY:
             raise ValueError(f"consistency {consistency!r}; choose one of {list(CONSISTENCY)}")
         self.variant = variant
-        self.consistency = CONSISTENCY[consistency]
+        self._consistency = CONSISTENCY[consistency]
         self.detach_exam = detach_exam
         self.label_flip_rate = label_flip_rate
+        self.kd_weight, self.dml_weight = kd_weight, dml_weight
+        self.temperature, self.exam_temperature = temperature, exam_temperature
 
     @classmethod
     def from_config(cls, cfg, model: nn.Module) -> KDEFObjective:
         k = cfg.kdef
-        return cls(k.variant, k.consistency, k.detach_exam, k.label_flip_rate)
+        return cls(
+            k.variant,
+            k.consistency,
+            k.detach_exam,
+            k.label_flip_rate,
+            kd_weight=k.kd_weight,
+            dml_weight=k.dml_weight,
+            temperature=k.temperature,
+            exam_temperature=k.exam_temperature,
+        )
+
+    def consistency(self, logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+        """Elementwise tau^2 C(sigmoid(z / tau), stopgrad(sigmoid(z_target / tau)))."""
+        tau = self.temperature
+        target = torch.sigmoid(target_logits.detach() / tau)
+        if tau == 1.0:
+            return self._consistency(logits, target)
+        return tau * tau * self._consistency(logits / tau, target)
 
     def forward(self, output: EnsembleOutput, labels: torch.Tensor) -> ObjectiveOutput:
         if self.training and self.label_flip_rate > 0:  # EKTF.py's `threshold` label noise
@@ -84,13 +115,12 @@ class KDEFObjective(nn.Module):
         components = {"ctr": ctr.mean().detach()}
         weights = {"exam": exam.detach()}
 
+        scaled_exam = exam / self.exam_temperature
         if self.variant in ("full", "only_kd", "no_exam"):
-            teacher = torch.sigmoid(output.teacher_logit).detach()  # (B,)
-            kd = self.consistency(logits, teacher.unsqueeze(1).expand_as(logits)).mean(
-                dim=0
-            )  # (K,)
-            lam = torch.softmax(-exam, dim=0) if examined else torch.ones_like(kd)  # softmin
-            kd_term = (lam * kd).sum()
+            teacher = output.teacher_logit.unsqueeze(1).expand_as(logits)  # (B, K)
+            kd = self.consistency(logits, teacher).mean(dim=0)  # (K,)
+            lam = torch.softmax(-scaled_exam, dim=0) if examined else torch.ones_like(kd)  # softmin
+            kd_term = self.kd_weight * (lam * kd).sum()
             loss = loss + kd_term
             components["kd"] = kd_term.detach()
             weights["lambda"] = lam.detach()
@@ -99,15 +129,15 @@ class KDEFObjective(nn.Module):
             # pair[k, l] = C(p_k, stopgrad(p_l)), averaged over the batch: (B, K, K) -> (K, K)
             shape = (logits.shape[0], num_students, num_students)
             pair = self.consistency(
-                logits.unsqueeze(2).expand(shape), probs.detach().unsqueeze(1).expand(shape)
+                logits.unsqueeze(2).expand(shape), logits.unsqueeze(1).expand(shape)
             ).mean(dim=0)
             eye = torch.eye(num_students, dtype=torch.bool, device=logits.device)
             if examined:
-                gap = exam.unsqueeze(0) - exam.unsqueeze(1)  # gap[k, l] = S_l - S_k
+                gap = scaled_exam.unsqueeze(0) - scaled_exam.unsqueeze(1)  # [k, l] = S_l - S_k
                 mu = torch.softmax(gap.masked_fill(eye, float("-inf")), dim=1)  # zero diagonal
             else:
                 mu = (~eye).to(pair.dtype)
-            dml_term = (mu * pair).sum(dim=1).mean()
+            dml_term = self.dml_weight * (mu * pair).sum(dim=1).mean()
             loss = loss + dml_term
             components["dml"] = dml_term.detach()
             weights["mu"] = mu.detach()
