@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("recipe_check", ROOT / "tools/recipe_check.py")
 rc = importlib.util.module_from_spec(_spec)
+sys.path.insert(0, str(ROOT / "tools"))  # its sibling tools/machine.py
 sys.modules[_spec.name] = rc  # dataclasses look their module up there
 _spec.loader.exec_module(rc)
 
@@ -96,8 +97,13 @@ def test_summary_gives_mean_std_and_extremes_of_every_head():
     gaps = np.array([0.84 - 0.86, 0.86 - 0.88, 0.70 - 0.80])
     assert s["worst_student_gap"]["auc_mean"] == pytest.approx(gaps.mean())
     assert s["worst_student_gap"]["auc_min"] == pytest.approx(-0.10)
+    # logloss is 1 - AUC here: the worst student's logloss is above the ensemble's by -gap
+    assert s["worst_student_gap"]["logloss_mean"] == pytest.approx(-gaps.mean())
+    assert s["worst_student_gap"]["logloss_max"] == pytest.approx(0.10)
     assert [(r.split, r.seed) for r in rc.collapsed(runs, 0.02)] == [(1, 1)]
     assert rc.collapsed(runs, 0.05) == []
+    assert rc.collapsed(runs, 0.005, by_split=True) == [runs[0]]  # 0.86 vs its split's 0.87
+    assert rc.collapsed(runs, 0.02, by_split=True) == []  # split 1's one run is its own mean
     table = rc.format_table(s, len(runs))
     assert "| ensemble | 0.8467 ± 0.0416 | 0.8000 |" in table
 

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
+from machine import cpu_model, cpuinfo  # noqa: E402  (tools/, beside this file)
 from naive_reference import NaiveEnsemble, NaiveStep  # noqa: E402  (tools/, beside this file)
 
 from recsys_kdef.builders.job import checkpoint_meta
@@ -333,20 +334,6 @@ CHOICES = {"off": [False], "on": [True], "both": [False, True]}
 def setting(r: dict) -> tuple:
     """A row's loop setting: rows of one setting are compared across K."""
     return r["embedding_mode"], r.get("table_layout", ""), r["pipeline"], r["compile"]
-
-
-def cpuinfo() -> str:
-    """/proc/cpuinfo ("" where there is none)."""
-    path = Path("/proc/cpuinfo")
-    return path.read_text() if path.exists() else ""
-
-
-def cpu_model() -> str:
-    """The CPU's model name, which the figures depend on: runs differ in it."""
-    for line in cpuinfo().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def cpu_peak_flops() -> float:

@@ -231,10 +231,29 @@ class KDEFConfig:
     label_flip_rate: float = 0.0
     """Flip each training label with this probability before the loss. The authors'
     current EKTF.py does this with `threshold` = 0.05; docs/papers.md §4 and the paper do not, so off by default."""
+    kd_weight: float = 1.0
+    """Multiplies the KD term (teacher to student); 1 is the paper's loss."""
+    dml_weight: float = 1.0
+    """Multiplies the DML term (peer to peer); 1 is the paper's loss."""
+    temperature: float = 1.0
+    """tau of both terms: tau^2 C(sigmoid(z_k / tau), sigmoid(z_target / tau)), soft targets as
+    in Hinton's KD and ECKD; 1 is the paper's loss."""
+    exam_temperature: float = 1.0
+    """T of the examination: lambda = softmin(S / T), mu = softmax((S_l - S_k) / T). Exam
+    scores differ between students by ~1e-3, so T = 1 (the paper) gives almost uniform
+    weights; T ~ 1e-3 makes them follow the scores."""
 
     def __post_init__(self) -> None:
         _check(
             0 <= self.label_flip_rate < 0.5, "objective.kdef.label_flip_rate must be in [0, 0.5)"
+        )
+        _check(
+            self.kd_weight >= 0 and self.dml_weight >= 0,
+            "objective.kdef.kd_weight and dml_weight must be >= 0",
+        )
+        _check(
+            self.temperature > 0 and self.exam_temperature > 0,
+            "objective.kdef.temperature and exam_temperature must be > 0",
         )
 
 

@@ -14,6 +14,13 @@ K x K pairs are computed at once with tensor ops, and the gradient in closed for
 
 Variants (the paper's Table V / Fig. 10): `only_kd`, `only_dml`, `no_exam` (lambda = mu = 1);
 "without all" is the `mean` objective. C can be mse, huber, kl or bce.
+
+Options beyond the paper (defaults give the authors' loss exactly): `kd_weight` and
+`dml_weight` scale the two terms; `temperature` tau compares softened predictions,
+tau^2 C(sigmoid(z_k / tau), sigmoid(z_t / tau)) (Hinton's soft targets, ECKD's tau), in both
+terms; `exam_temperature` T sharpens the examination, lambda = softmin(S / T),
+mu_k,l = softmax_{l != k}((S_l - S_k) / T) (S differs between students by ~1e-3, so at T = 1
+lambda and mu are nearly uniform).
 """
 
 from __future__ import annotations
@@ -74,15 +81,33 @@ CONSISTENCY: dict[str, Consistency] = {
 }
 
 
+@dataclass(frozen=True)
+class Knobs:
+    """The options beyond the paper's loss (all 1: the paper): term weights and temperatures."""
+
+    kd_weight: float = 1.0
+    dml_weight: float = 1.0
+    temperature: float = 1.0
+    exam_temperature: float = 1.0
+
+
+def _scaled(x: torch.Tensor, factor: float) -> torch.Tensor:
+    return x if factor == 1.0 else x * factor  # no op dispatched for the paper's loss
+
+
 class _KDEFLoss(torch.autograd.Function):
     """The KDEF loss of logits (B, K) and labels (B,), and its gradient in closed form.
 
-    With d = p - y, miss_k = mean_b |d_bk| = 1 - S_k (lambda = softmax(miss), the rows of mu
-    softmax(miss_k - miss_l) off the diagonal), pair = the (K, K) consistencies, rows_k =
-    sum_l mu_kl pair_kl, the gradient is, per element,
-        dL/dz = [d / K + C'(lambda_k (p - t) + (m_k p - (p mu^T)) / K) + s_k sign(d) p (1 - p)] / B
-    with m_k = sum_l mu_kl, C' the consistency's dC/dz per (p - q) and, where the exam carries a
-    gradient, s = dL/dmiss = lambda (kd - lambda . kd) - colsum(mu * (pair - rows)) / K.
+    With d = p - y, miss_k = mean_b |d_bk| = 1 - S_k (lambda = softmax(miss / T), the rows of mu
+    softmax((miss_k - miss_l) / T) off the diagonal), the consistencies taken on the softened
+    q = sigmoid(z / tau) (kd_k against t = sigmoid(mean_k z_k / tau), pair = the (K, K) ones),
+    rows_k = sum_l mu_kl pair_kl, weights a = kd_weight tau^2, b = dml_weight tau^2, the
+    gradient is, per element,
+        dL/dz = [d / K + C' tau (wk lambda_k (q - t) + wd (m_k q - (q mu^T)) / K)
+                 + s_k sign(d) p (1 - p)] / B
+    with wk = a / tau^2 = kd_weight, wd = dml_weight, m_k = sum_l mu_kl, C' the consistency's
+    dC/dz per (q - target) and, where the exam carries a gradient,
+    s = dL/dmiss = (a lambda (kd - lambda . kd) - b colsum(mu * (pair - rows)) / K) / T.
 
     Returns the loss and, detached, its parts: ctr, KD term, DML term, exam S, lambda, mu
     (None where the variant has no such part).
@@ -90,12 +115,24 @@ class _KDEFLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, logits, labels, cons: Consistency, kd: bool, dml: bool, examined: bool, exam_grad: bool
+        ctx,
+        logits,
+        labels,
+        cons: Consistency,
+        kd: bool,
+        dml: bool,
+        examined: bool,
+        exam_grad: bool,
+        knobs: Knobs,
     ):
         z = logits
         n, k = z.shape
+        tau, inv_t = knobs.temperature, 1.0 / knobs.exam_temperature
+        a, b = knobs.kd_weight * tau * tau, knobs.dml_weight * tau * tau
         with torch.autocast(z.device.type, enabled=False):
             p = torch.sigmoid(z)
+            zq = _scaled(z, 1.0 / tau)  # the softened logits and probabilities of C
+            q = p if tau == 1.0 else torch.sigmoid(zq)
             y = labels.unsqueeze(1).to(z.dtype)
             d = p - y  # (B, K)
             ctr = F.binary_cross_entropy_with_logits(z, y.expand_as(z))  # mean_k ctr_k
@@ -105,28 +142,28 @@ class _KDEFLoss(torch.autograd.Function):
             kd_term = dml_term = lam = mu = None
             t = per_kd = pair = rows = None
             if kd:
-                t = torch.sigmoid(z.mean(dim=1)).unsqueeze(1)  # (B, 1) the teacher
-                per_kd = cons.value(z, p, t).mean(dim=0)  # (K,)
+                t = torch.sigmoid(zq.mean(dim=1)).unsqueeze(1)  # (B, 1) the teacher
+                per_kd = cons.value(zq, q, t).mean(dim=0)  # (K,)
                 if examined:
-                    lam = torch.softmax(miss, dim=0)  # softmin(S): the shift by 1 cancels
-                    kd_term = torch.dot(lam, per_kd)
+                    lam = torch.softmax(_scaled(miss, inv_t), dim=0)  # softmin(S / T)
+                    kd_term = _scaled(torch.dot(lam, per_kd), a)
                 else:
-                    lam, kd_term = torch.ones_like(per_kd), per_kd.sum()
+                    lam, kd_term = torch.ones_like(per_kd), _scaled(per_kd.sum(), a)
                 loss = loss + kd_term
             if dml:
-                pair = cons.pairs(z, p)  # (K, K)
+                pair = cons.pairs(zq, q)  # (K, K)
                 eye = torch.eye(k, dtype=torch.bool, device=z.device)
                 if examined:  # S_l - S_k = miss_k - miss_l
-                    mu = torch.softmax(
-                        (miss.unsqueeze(1) - miss).masked_fill(eye, float("-inf")), 1
-                    )
+                    gap = _scaled(miss.unsqueeze(1) - miss, inv_t)
+                    mu = torch.softmax(gap.masked_fill(eye, float("-inf")), 1)
                 else:
                     mu = (~eye).to(z.dtype)
                 rows = (mu * pair).sum(dim=1)
-                dml_term = rows.mean()
+                dml_term = _scaled(rows.mean(), b)
                 loss = loss + dml_term
-        ctx.save_for_backward(p, d, t, lam, per_kd, mu, pair, rows)
+        ctx.save_for_backward(p, q if tau != 1.0 else None, d, t, lam, per_kd, mu, pair, rows)
         ctx.cons, ctx.exam_grad, ctx.examined = cons, exam_grad and (kd or dml), examined
+        ctx.knobs = knobs
         ctx.set_materialize_grads(False)  # the parts get no gradient: no zeros for them
         parts = [ctr, kd_term, dml_term, 1 - miss, lam, mu]
         ctx.mark_non_differentiable(*(x for x in parts if x is not None))
@@ -134,45 +171,52 @@ class _KDEFLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g, *_):
-        p, d, t, lam, per_kd, mu, pair, rows = ctx.saved_tensors
-        cons = ctx.cons
+        p, q, d, t, lam, per_kd, mu, pair, rows = ctx.saved_tensors
+        cons, knobs = ctx.cons, ctx.knobs
+        tau = knobs.temperature
+        q = p if q is None else q
         n, k = p.shape
+        wk, wd = knobs.kd_weight, knobs.dml_weight
         with torch.autocast(p.device.type, enabled=False):
-            # the consistency terms' pull: C' (p c - target), c_k = lambda_k + m_k / K
+            # the consistency terms' pull: C' (q c - target), c_k = wk lambda_k + wd m_k / K
             target, c = None, None
             if t is not None:
-                target, c = t * lam, lam
+                target, c = t * _scaled(lam, wk), _scaled(lam, wk)
             if mu is not None:
-                m = 1 if ctx.examined else k - 1  # sum_l mu_kl
+                m = wd * (1 if ctx.examined else k - 1)  # wd sum_l mu_kl
                 c = m / k if c is None else c + m / k
                 target = (
-                    (p @ mu.t()) / k
+                    (q @ mu.t()) * (wd / k)
                     if target is None
-                    else torch.addmm(target, p, mu.t(), alpha=1 / k)
+                    else torch.addmm(target, q, mu.t(), alpha=wd / k)
                 )
             s = None
-            if ctx.exam_grad:  # dL/dmiss
+            if ctx.exam_grad:  # dL/dmiss, times T
+                tt = tau * tau
                 if lam is not None:
-                    s = lam * (per_kd - torch.dot(lam, per_kd))
+                    s = _scaled(lam * (per_kd - torch.dot(lam, per_kd)), wk * tt)
                 if mu is not None:
                     r = (mu * (pair - rows.unsqueeze(1))).sum(dim=0)
-                    s = -r / k if s is None else torch.sub(s, r, alpha=1 / k)
+                    alpha = wd * tt / k
+                    s = r * -alpha if s is None else torch.sub(s, r, alpha=alpha)
+                s = _scaled(s, 1.0 / knobs.exam_temperature)
+            fused = tau == 1.0  # the exam's p (1 - p) is the consistency's q (1 - q)
             grad = d  # K B dL/dz = d + K (the consistency terms + the exam's)
             if c is not None:
                 if isinstance(c, torch.Tensor):
-                    pull = torch.addcmul(target, p, c, value=-1)  # -(p c - target)
-                else:  # DML alone: c = m / K
-                    pull = torch.sub(target, p, alpha=c)
-                if s is not None and cons.through_p:
+                    pull = torch.addcmul(target, q, c, value=-1)  # -(q c - target)
+                else:  # DML alone: c = wd m / K
+                    pull = torch.sub(target, q, alpha=c)
+                if s is not None and cons.through_p and fused:
                     pull = torch.addcmul(pull, torch.sign(d), s, value=-1 / cons.scale)
                 if cons.through_p:
-                    pull = torch.ops.aten.sigmoid_backward(pull, p)  # times p (1 - p)
-                grad = torch.sub(d, pull, alpha=k * cons.scale)
-                if s is not None and not cons.through_p:
+                    pull = torch.ops.aten.sigmoid_backward(pull, q)  # times q (1 - q)
+                grad = torch.sub(d, pull, alpha=k * cons.scale * tau)
+                if s is not None and not (cons.through_p and fused):
                     exam = torch.ops.aten.sigmoid_backward(torch.sign(d) * s, p)
                     grad = grad.add_(exam, alpha=k)
             grad = grad * (g / (n * k))
-        return grad, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None
 
 
 class KDEFObjective(nn.Module):
@@ -184,6 +228,11 @@ class KDEFObjective(nn.Module):
         consistency: str = "mse",
         detach_exam: bool = False,
         label_flip_rate: float = 0.0,
+        *,
+        kd_weight: float = 1.0,
+        dml_weight: float = 1.0,
+        temperature: float = 1.0,
+        exam_temperature: float = 1.0,
     ) -> None:
         super().__init__()
         if consistency not in CONSISTENCY:
@@ -192,11 +241,21 @@ class KDEFObjective(nn.Module):
         self.consistency = CONSISTENCY[consistency]
         self.detach_exam = detach_exam
         self.label_flip_rate = label_flip_rate
+        self.knobs = Knobs(kd_weight, dml_weight, temperature, exam_temperature)
 
     @classmethod
     def from_config(cls, cfg, model: nn.Module) -> KDEFObjective:
         k = cfg.kdef
-        return cls(k.variant, k.consistency, k.detach_exam, k.label_flip_rate)
+        return cls(
+            k.variant,
+            k.consistency,
+            k.detach_exam,
+            k.label_flip_rate,
+            kd_weight=k.kd_weight,
+            dml_weight=k.dml_weight,
+            temperature=k.temperature,
+            exam_temperature=k.exam_temperature,
+        )
 
     def forward(self, output: EnsembleOutput, labels: torch.Tensor) -> ObjectiveOutput:
         if self.training and self.label_flip_rate > 0:  # EKTF.py's `threshold` label noise
@@ -207,7 +266,14 @@ class KDEFObjective(nn.Module):
         dml = variant in ("full", "only_dml", "no_exam") and logits.shape[1] > 1
         examined = variant != "no_exam"
         loss, ctr, kd_term, dml_term, exam, lam, mu = _KDEFLoss.apply(
-            logits, labels, self.consistency, kd, dml, examined, examined and not self.detach_exam
+            logits,
+            labels,
+            self.consistency,
+            kd,
+            dml,
+            examined,
+            examined and not self.detach_exam,
+            self.knobs,
         )
         components, weights = {"ctr": ctr}, {"exam": exam}
         if kd:

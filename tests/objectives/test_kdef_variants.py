@@ -20,11 +20,16 @@ def consistency_reference(name, p, q):
     return (q * torch.log(q / p) + (1 - q) * torch.log((1 - q) / (1 - p))).mean()  # KL(q || p)
 
 
-def reference(logits, y, variant="full", consistency="mse", detach_exam=False):
+def reference(
+    logits, y, variant="full", consistency="mse", detach_exam=False, kd=1.0, dml=1.0, tau=1.0, t=1.0
+):
+    """The loss written out per student and pair; kd / dml weights, temperature tau (soft
+    predictions sigmoid(z / tau), the term times tau^2) and exam temperature t."""
     K = logits.shape[1]
     p = [torch.sigmoid(logits[:, k]) for k in range(K)]
-    teacher = torch.sigmoid(logits.mean(dim=1)).detach()
-    scores = [(1 - (y - p[k]).abs()).mean() for k in range(K)]
+    soft = [torch.sigmoid(logits[:, k] / tau) for k in range(K)]
+    teacher = torch.sigmoid(logits.mean(dim=1) / tau).detach()
+    scores = [(1 - (y - p[k]).abs()).mean() / t for k in range(K)]
     if detach_exam:
         scores = [s.detach() for s in scores]
     examined = variant != "no_exam"
@@ -33,8 +38,8 @@ def reference(logits, y, variant="full", consistency="mse", detach_exam=False):
         lam = (
             F.softmin(torch.stack(scores), dim=0) if examined else torch.ones(K, dtype=logits.dtype)
         )
-        loss = loss + sum(
-            lam[k] * consistency_reference(consistency, p[k], teacher) for k in range(K)
+        loss = loss + kd * tau**2 * sum(
+            lam[k] * consistency_reference(consistency, soft[k], teacher) for k in range(K)
         )
     if variant in ("full", "only_dml", "no_exam") and K > 1:
         terms = []
@@ -46,11 +51,11 @@ def reference(logits, y, variant="full", consistency="mse", detach_exam=False):
                 mu = torch.ones(len(peers), dtype=logits.dtype)
             terms.append(
                 sum(
-                    mu[i] * consistency_reference(consistency, p[k], p[j].detach())
+                    mu[i] * consistency_reference(consistency, soft[k], soft[j].detach())
                     for i, j in enumerate(peers)
                 )
             )
-        loss = loss + torch.stack(terms).mean()
+        loss = loss + dml * tau**2 * torch.stack(terms).mean()
     return loss
 
 
@@ -81,6 +86,30 @@ def test_variant_equals_reference(variant, consistency, K):
     (g_ours,) = torch.autograd.grad(ours, logits)
     (g_ref,) = torch.autograd.grad(ref, logits)
     torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "consistency, kd, dml, tau, t",
+    [
+        ("mse", 4.0, 0.5, 1.0, 1.0),
+        ("mse", 1.0, 2.0, 2.0, 1e-2),
+        ("huber", 0.5, 1.0, 3.0, 1.0),
+        ("kl", 1.0, 1.0, 3.0, 1.0),
+        ("bce", 2.0, 0.0, 2.0, 1e-3),
+    ],
+)
+def test_weights_and_temperatures_equal_the_reference(consistency, kd, dml, tau, t):
+    logits, labels = case(4, seed=3)
+    ours = KDEFObjective(
+        consistency=consistency, kd_weight=kd, dml_weight=dml, temperature=tau, exam_temperature=t
+    )(out(logits), labels)
+    ref = reference(logits, labels, "full", consistency, kd=kd, dml=dml, tau=tau, t=t)
+    torch.testing.assert_close(ours.loss, ref, rtol=0, atol=1e-6)
+    (g_ours,) = torch.autograd.grad(ours.loss, logits)
+    (g_ref,) = torch.autograd.grad(ref, logits)
+    torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-6)
+    if t < 1:  # a sharp exam: the weights follow the scores, not 1 / K
+        assert ours.weights["lambda"].max() - ours.weights["lambda"].min() > 0.05
 
 
 @pytest.mark.parametrize("consistency", ["mse", "kl"])

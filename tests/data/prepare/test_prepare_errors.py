@@ -195,3 +195,58 @@ def test_an_unwritable_out_fails_before_reading_the_raw_files(tmp_path, where):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert f"--out={out}" in proc.stderr and "UTF-8" not in proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "fmt, names",
+    [
+        ("movielens", ["ratings.dat", "users.dat", "movies.dat"]),
+        ("movielens100k", ["u.data", "u.user", "u.item"]),
+    ],
+)
+def test_a_movielens_directory_reads_its_own_files_and_names_a_missing_one(tmp_path, fmt, names):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    ratings, users, movies = (raw / n for n in names)
+    if fmt == "movielens":
+        make_fake("movielens", raw, 400, seed=2)
+    else:
+        ratings.write_text(
+            "".join(f"{1 + i % 3}\t{1 + i % 2}\t{1 + i % 5}\t{i}\n" for i in range(40))
+        )
+        users.write_text("1|20|M|x|1\n2|24|F|y|1\n3|40|M|x|1\n")
+        movies.write_text(
+            "".join(f"{m}|F (1995)|d||u|" + "|".join(["0"] * 18 + ["1"]) + "\n" for m in (1, 2))
+        )
+    (raw / "README").write_text("SUMMARY & USAGE LICENSE\n")
+    (raw / "u.genre").write_text("unknown|0\n")  # another release file, not read
+    out = tmp_path / "out"
+    proc = prepare_cli(fmt, "--raw", str(raw), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    card = Schema.load(out).extra["card"]
+    assert sorted(f["name"] for f in card["source"]["files"]) == sorted(names)
+
+    movies.rename(tmp_path / "aside")  # a missing side file is named
+    proc = prepare_cli(fmt, "--raw", str(raw), "--out", str(tmp_path / "o2"))
+    assert_fails(proc, tmp_path / "o2", f"{movies}: not found")
+    (tmp_path / "aside").rename(movies)
+    ratings.unlink()  # and so is a missing ratings file, with what the format reads
+    proc = prepare_cli(fmt, "--raw", str(raw), "--out", str(tmp_path / "o3"))
+    assert_fails(proc, tmp_path / "o3", f"{raw}: no {names[0]}; {fmt} reads {', '.join(names)}")
+
+
+def test_the_same_file_twice_in_raw_is_refused_however_it_is_spelt(tmp_path):
+    raw, spec = csv_with_spec(tmp_path, b"y,a,x\n" + good_rows(40))
+    alias = tmp_path / "." / raw.name  # another spelling of the same path
+    out = tmp_path / "out"
+    proc = prepare_cli("csv", "--raw", str(raw), str(alias), "--out", str(out), "--spec", str(spec))
+    assert_fails(proc, out, f"{raw} and {alias} are the same file")
+
+
+def test_a_kdd12_directory_without_training_txt_names_it(tmp_path):
+    raw = tmp_path / "track2"
+    raw.mkdir()
+    (raw / "README").write_text("KDD Cup 2012 track 2\n")
+    out = tmp_path / "out"
+    proc = prepare_cli("kdd12", "--raw", str(raw), "--out", str(out))
+    assert_fails(proc, out, f"{raw}: no training.txt; kdd12 reads training.txt")

@@ -233,3 +233,35 @@ def test_ml100k_age_groups_by_default_or_raw_years(tmp_path):
         train = sorted(set(tokens[:2]), key=lambda t: (-tokens[:2].count(t), t))
         ids = {t: i + 1 for i, t in enumerate(train)}
         assert got == [ids.get(t, len(ids) + 1) for t in tokens], age
+
+
+def test_movielens_genres_take_max_len_and_pooling_like_a_csv_list(tmp_path):
+    """Genres is mean-pooled and uncut (max_len 0) by default, as a csv spec's list column is
+    (FuxiCTR's MaskedAveragePooling); --max-len keeps its last ids and --pooling sums, as for csv."""
+    raw = tmp_path / "ml"
+    raw.mkdir()
+    (raw / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n")
+    (raw / "movies.dat").write_text("1::A (1995)::Animation|Comedy|Drama\n2::B (1990)::Drama\n")
+    (raw / "ratings.dat").write_text("1::1::5::1\n2::2::1::2\n1::2::4::3\n2::1::2::4\n")
+    order = ("--split", "order", "--ratios", "0.5,0.25,0.25")
+    default = run_prepare("movielens", [raw], tmp_path / "o1", *order)
+    genres = next(f for f in default.sparse if f.name == "Genres")
+    assert genres.pooling == "mean" and default.extra["card"]["fields"]["Genres"]["max_len"] == 0
+    vocab = {"Drama": 1, "Animation": 2, "Comedy": 3}  # train rows: A, B -> Drama twice
+    assert sum((read_split(tmp_path / "o1", s)["Genres"] for s in SPLITS), []) == [
+        [2, 3, 1], [1], [1], [2, 3, 1]
+    ]  # fmt: skip
+    capped = run_prepare(
+        "movielens",
+        [raw],
+        tmp_path / "o2",
+        *order,
+        "--max-len",
+        "Genres=2",
+        "--pooling",
+        "Genres=sum",
+    )
+    genres = next(f for f in capped.sparse if f.name == "Genres")
+    assert genres.pooling == "sum" and capped.extra["card"]["fields"]["Genres"]["max_len"] == 2
+    got = sum((read_split(tmp_path / "o2", s)["Genres"] for s in SPLITS), [])
+    assert got == [[vocab["Comedy"], vocab["Drama"]], [1], [1], [3, 1]]

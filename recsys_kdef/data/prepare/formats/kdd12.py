@@ -73,7 +73,11 @@ class KDD12(Format):
         self._profile: tuple[np.ndarray, np.ndarray] | None = None
 
     def resolve(self, raw: Path) -> list[Path]:
-        """A directory means its training.txt."""
+        """A directory means its training.txt (and userid_profile.txt beside it, if there)."""
+        if raw.is_dir() and not (raw / "training.txt").is_file():
+            raise DataError(
+                f"{raw}: no training.txt; kdd12 reads training.txt (and userid_profile.txt)"
+            )
         return [raw / "training.txt" if raw.is_dir() else raw]
 
     def side_files(self, paths: list[Path]) -> list[Path]:

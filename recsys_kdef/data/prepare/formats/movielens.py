@@ -84,8 +84,14 @@ class MovieLens(Format):
     ratings_file, side_names = "ratings.dat", ("users.dat", "movies.dat")
 
     def resolve(self, raw: Path) -> list[Path]:
-        """A directory means its ratings file."""
-        return [raw / self.ratings_file if raw.is_dir() else raw]
+        """A directory means its ratings file (other files there, a README, are not read); a
+        missing one is named with the files this format reads."""
+        if not raw.is_dir():
+            return [raw]
+        if not (raw / self.ratings_file).is_file():
+            reads = ", ".join((self.ratings_file, *self.side_names))
+            raise DataError(f"{raw}: no {self.ratings_file}; {self.name} reads {reads}")
+        return [raw / self.ratings_file]
 
     def side_files(self, paths: list[Path]) -> list[Path]:
         return [p.parent / name for p in paths for name in self.side_names]
