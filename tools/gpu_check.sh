@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The GPU checks (issue 11) as one prepared run on the lent GPU machine (README, "On a GPU"):
+# The GPU checks as one prepared run on a GPU machine (docs/benchmarks.md, "On a GPU"):
 # the CUDA / nccl training path (plain loop, then pipeline + bf16 + compile) on the demo data,
 # then tools/bench_train.py at batch 10,000 for K = 1, 4, 10. Every step's log, the runs'
 # metrics.json and the bench JSON land under $OUT (default gpu_check/); a summary is printed.
 #
 #   run(command="bash tools/gpu_check.sh", carry=[".gpu"], timeout_s=540)
 #
-# With .gpu/ (the GPU stack's wheels plus PyYAML, see README) they are installed first.
+# With .gpu/ (the GPU stack's wheels plus PyYAML, see docs/install.md) they are installed first.
 # GPU_CHECK_STEPS (20) timed steps per bench row, GPU_CHECK_BATCH (10000) the bench batch:
 # smaller values let the script itself be tried on a CPU machine.
 # Then the throughput rows at each batch of GPU_CHECK_BATCHES (10000 65536), K = 1 and 10:

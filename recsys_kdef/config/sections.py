@@ -155,7 +155,7 @@ class StudentSpec:
     """`count` students of one architecture (one batched group), e.g. {arch: dcnv2, count: 2}."""
 
     arch: str = "mlp"
-    """Key in recsys_kdef.models.zoo.ARCHS (README's zoo table); a name not in it is an error,
+    """Key in recsys_kdef.models.zoo.ARCHS (docs/zoo.md); a name not in it is an error,
     listing the zoo's names, when the model is built."""
     count: int = 1
     embedding_dim: int | None = None
@@ -410,14 +410,14 @@ class TrainConfig:
     """CPU only: glibc's malloc serves every tensor from its heap and keeps freed memory for
     the next step (recsys_kdef.training.process_settings), where it would mmap each block above
     32 MiB and unmap it on free, so that every step page-faulted its large activations in again.
-    On 2 cores it took K=10 from 3.7 to 2.2 s per step (README); the process keeps its peak memory."""
+    On 2 cores it took K=10 from 3.7 to 2.2 s per step (docs/benchmarks.md); the process keeps its peak memory."""
     autocast: Literal["none", "bf16"] = "none"
     """bf16: the training forward under torch.autocast(bfloat16): the towers' matmuls run in
     bf16 (AMX / tensor cores) and, in the MLP towers, the activations between layers are stored
     in bf16 too (half the bytes of each batch-norm / ReLU / dropout pass, forward and backward);
     the norms' statistics, the loss and the embeddings stay float32. Evaluation stays float32.
     On a 2-core CPU with AMX it cut the K=10 step by ~2x; on one without AVX-512 the bf16
-    matmuls are emulated, ~14x slower, and a warning is logged (README). Not the default:
+    matmuls are emulated, ~14x slower, and a warning is logged (docs/gpu_throughput.md). Not the default:
     its accuracy is unverified on GPU (docs/gpu_throughput.md)."""
     tf32: bool = True
     """CUDA only: TF32 tensor-core matmuls for float32 (torch.backends.cuda.matmul.allow_tf32);
@@ -431,7 +431,7 @@ class TrainConfig:
     """torch.compile the dense part (every student group, the fusion, the objective) in place;
     the sharded embedding lookup stays eager. The first steps (and the first validation)
     pay the compilation (~30-60 s on 2 CPU cores). On the 2-core CPU it was no faster than
-    the eager step (README, `tools/bench_train.py --compile both`); unmeasured on GPU."""
+    the eager step (docs/benchmarks.md, `tools/bench_train.py --compile both`); unmeasured on GPU."""
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
@@ -486,7 +486,7 @@ class PlannerConfig:
     """Device memory bandwidth for the planner's cost model (H100: 3350); null: TorchRec's default."""
     constraints: str | None = None
     """YAML of per-table constraints (sharding types, kernels, min partition, pooling factor),
-    keyed by table name, field name (every student's table of it) or glob; see README."""
+    keyed by table name, field name (every student's table of it) or glob; see docs/planning.md ("Constraints")."""
     plan_file: str | None = None
     """A plan JSON written by `python -m recsys_kdef.plan --json`: training applies it instead of
     planning; it must match the world size, the device kind and the model's tables."""

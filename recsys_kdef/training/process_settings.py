@@ -50,7 +50,7 @@ def apply_process_settings(cfg: TrainConfig, device: torch.device) -> None:
         if cfg.autocast == "bf16" and not native_cpu_bf16():
             logger.warning(
                 "train.autocast=bf16 on a CPU without oneDNN's bf16 matmuls (they need AVX-512):"
-                " they are emulated, 14x slower than float32 on a 2-core AVX2 EPYC (README); use"
+                " they are emulated, 14x slower than float32 on a 2-core AVX2 EPYC (docs/gpu_throughput.md); use"
                 " train.autocast: none"
             )
 

@@ -277,7 +277,7 @@ class Trainer:
 
     def _before_embedding_backward(self, grad: torch.Tensor) -> None:
         """train.embedding_backward_threads: fbgemm's CPU embedding backward (fused optimizer)
-        ran 9x slower with 2 intra-op threads than with 1 on 2 shared cores (README)."""
+        ran 9x slower with 2 intra-op threads than with 1 on 2 shared cores (docs/benchmarks.md)."""
         torch.set_num_threads(self._embedding_threads)
 
     def _validate(
