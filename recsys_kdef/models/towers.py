@@ -25,23 +25,60 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def dropout_masks(
-    units: list[int], batch: int, p: float, device: torch.device
-) -> list[torch.Tensor]:
-    """Units to drop in (1, n, batch) tensors for each n of `units`, from one draw for all:
-    True with probability p rounded to a multiple of 2^-16; 64 random bits per four units
-    (full-range int64 draws seen as int16), 4x cheaper than one draw per unit on CPU. Under
-    torch.compile, one int16 draw per unit (dynamo cannot trace random_)."""
+def _drops(units: list[int], batch: int, p: float, device: torch.device) -> torch.Tensor:
+    """Units to drop, (1, sum(units), batch), True with probability p rounded to a multiple of
+    2^-16; 64 random bits per four units (full-range int64 draws seen as int16), 4x cheaper
+    than one draw per unit on CPU. Under torch.compile, one int16 draw per unit (dynamo cannot
+    trace random_)."""
     threshold = min(round(p * (1 << 16)), (1 << 16) - 1) - (1 << 15)  # int16 draws below it
-    n = sum(units) * batch
+    total = sum(units)
+    n = total * batch
     if torch.compiler.is_compiling():
         draws = torch.randint(-(1 << 15), 1 << 15, (n,), dtype=torch.int16, device=device)
+    elif batch % 4 == 0:  # the same words, drawn in the mask's shape (no reshape after)
+        words = torch.empty(1, total, batch // 4, dtype=torch.int64, device=device)
+        return words.random_(-(1 << 63), None).view(torch.int16) < threshold
     else:
         words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
         draws = words.random_(-(1 << 63), None).view(torch.int16)
         draws = draws[:n] if n % 4 else draws
-    drop = (draws < threshold).view(1, sum(units), batch)
-    return list(drop.split(units, dim=1)) if len(units) > 1 else [drop]
+    return (draws < threshold).view(1, total, batch)
+
+
+def _split(t: torch.Tensor, units: list[int]) -> list[torch.Tensor]:
+    return list(t.split(units, dim=1)) if len(units) > 1 else [t]
+
+
+def dropout_masks(
+    units: list[int], batch: int, p: float, device: torch.device
+) -> list[torch.Tensor]:
+    """Units to drop in (1, n, batch) tensors for each n of `units`, from one draw for all
+    (_drops)."""
+    return _split(_drops(units, batch, p, device), units)
+
+
+def dropout_bounds(
+    units: list[int], batch: int, p: float, device: torch.device
+) -> list[torch.Tensor]:
+    """dropout_masks' draw as upper bounds of a clamp: 0 where a unit is dropped, +inf where it
+    is kept, so that clamp(y, 0, bound) is ReLU and dropout in one pass."""
+    drops = _drops(units, batch, p, device)
+    zero, inf = _constant(0.0, device), _constant(math.inf, device)
+    return _split(torch.where(drops, zero, inf), units)
+
+
+_CONSTANTS: dict[tuple[float, torch.device], torch.Tensor] = {}
+
+
+def _constant(value: float, device: torch.device) -> torch.Tensor:
+    """A 0-dim float `value` on `device`, made once (no op a step); made afresh under
+    torch.compile, whose traced tensors must not be kept."""
+    if torch.compiler.is_compiling():
+        return torch.full((), value, device=device)
+    t = _CONSTANTS.get((value, device))
+    if t is None:
+        t = _CONSTANTS[(value, device)] = torch.full((), value, device=device)
+    return t
 
 
 def dropout_mask(shape: tuple[int, ...], p: float, device: torch.device) -> torch.Tensor:
@@ -83,34 +120,37 @@ class _TrainingTowers(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, keep: float, eps: float, drops, n_layers: int, *params):
+    def forward(ctx, x, keep: float, eps: float, dropout, views, n_layers: int, *params):
         weights = params[:n_layers]  # then the biases before the norms (zero gradient)
-        norm_w, norm_b = params[2 * n_layers : 3 * n_layers], params[3 * n_layers : 4 * n_layers]
         head_w, head_b = params[4 * n_layers :]
         mm = _autocast_dtype(x.device)
         cast = (lambda t: t.to(mm)) if mm is not None else (lambda t: t)
         # in place in eager mode; not under torch.compile, where torch 2.11 then gave wrong
         # input gradients (tests/test_compile.py)
         inplace = not torch.compiler.is_compiling()
-        affine = [t.view(-1) for t in (*norm_w, *norm_b)]  # (K x H,) each, as the norm takes them
+        transposed, affine = views  # each W^T (K, H, D); the norms' (K x H,) weights, biases
         if keep < 1:
             affine = torch._foreach_div(affine, keep)
         norm_w, norm_b = affine[:n_layers], affine[n_layers:]
+        lower, bounds = dropout if dropout is not None else (None, [None] * n_layers)
         num = weights[0].shape[0]
         with torch.autocast(x.device.type, enabled=False):
             h = cast(x).transpose(1, 2)  # (K_in, D, B)
             if h.shape[0] != num:  # a shared input: every student reads it
                 h = h.expand(num, -1, -1)
             layer_in, matmul_w, pre_norm, outs, stats = [], [], [], [], []
-            for w, g, b, drop in zip(weights, norm_w, norm_b, drops or [None] * n_layers):
-                w = cast(w)
-                z = torch.bmm(w.transpose(1, 2), h)  # (K, H, B)
+            for w, w_t, g, b, bound in zip(weights, transposed, norm_w, norm_b, bounds):
+                if mm is not None:
+                    w = cast(w)
+                    w_t = w.transpose(1, 2)
+                z = torch.bmm(w_t, h)  # (K, H, B)
                 k, units, batch = z.shape
                 z = z.view(1, k * units, batch)
                 y, mean, invstd = torch.native_batch_norm(z, g, b, None, None, True, 0.0, eps)
-                y = y.relu_() if inplace else y.relu()
-                if drop is not None:  # drawn outside, so torch.compile can trace this
-                    y = y.masked_fill_(drop, 0) if inplace else y.masked_fill(drop, 0)
+                if bound is None:
+                    y = y.relu_() if inplace else y.relu()
+                else:  # ReLU and dropout (drawn outside, so torch.compile can trace this)
+                    y = y.clamp_(lower, bound) if inplace else y.clamp(lower, bound)
                 layer_in.append(h)
                 matmul_w.append(w)
                 pre_norm.append(z)
@@ -118,13 +158,14 @@ class _TrainingTowers(torch.autograd.Function):
                 stats += [mean, invstd]
                 h = cast(y).view(k, units, batch)
             head = cast(head_w)
-            logits = torch.baddbmm(cast(head_b), head.transpose(1, 2), h)  # (K, 1, B)
+            hidden = h.transpose(1, 2)  # (K, B, H), what the towers return
+            logits = torch.baddbmm(cast(head_b), hidden, head)  # (K, B, 1)
         ctx.mark_non_differentiable(*stats)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(*layer_in, *matmul_w, *pre_norm, *outs, *norm_w, *stats, head, h)
         ctx.n_layers, ctx.keep, ctx.eps, ctx.mm = n_layers, keep, eps, mm
         ctx.shared = x.shape[0] != num
-        return (_widen(logits.view(num, batch)), h, *stats)
+        return (_widen(logits.view(num, batch)), hidden, *stats)
 
     @staticmethod
     def backward(ctx, g_logits, g_hidden, *_):
@@ -140,11 +181,13 @@ class _TrainingTowers(torch.autograd.Function):
         with torch.autocast(h.device.type, enabled=False):
             if g_logits is None:
                 g_logits = h.new_zeros(k, batch)
-            g = cast(g_logits).view(k, 1, batch)
-            grad_head_w = torch.bmm(h, g.transpose(1, 2))  # (K, H, 1)
-            grad_head_b = g.sum(dim=2, keepdim=True)  # (K, 1, 1)
-            gy = torch.bmm(head, g).to(outs[-1].dtype)  # (K, H, B)
+            g = cast(g_logits)
+            g_col = g.view(k, batch, 1)
+            grad_head_w = torch.bmm(h, g_col)  # (K, H, 1)
+            grad_head_b = g_col.sum(dim=1, keepdim=True)  # (K, 1, 1)
+            gy = torch.bmm(head, g.view(k, 1, batch)).to(outs[-1].dtype)  # (K, H, B)
             if g_hidden is not None:
+                g_hidden = g_hidden.transpose(1, 2)
                 gy = gy.add_(g_hidden) if inplace else gy + g_hidden
             grad_w, grad_g, grad_b = [], [], []
             for i in reversed(range(n)):
@@ -172,20 +215,32 @@ class _TrainingTowers(torch.autograd.Function):
             grad_x = None
             if ctx.needs_input_grad[0]:
                 grad_x = (gy.sum(dim=0, keepdim=True) if ctx.shared else gy).transpose(1, 2)
-        zeros = [torch.zeros_like(g) for g in grad_g[::-1]]
+        grad_g, grad_b = grad_g[::-1], grad_b[::-1]
+        zeros = _zeros_like(grad_g)  # the biases before the norms
         return (
             grad_x,
             None,
             None,
             None,
             None,
+            None,
             *grad_w[::-1],
             *zeros,
-            *grad_g[::-1],
-            *grad_b[::-1],
+            *grad_g,
+            *grad_b,
             grad_head_w,
             grad_head_b,
         )
+
+
+def _zeros_like(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Zeros shaped like each of `tensors`: one allocation when their shapes are equal."""
+    first = tensors[0]
+    if all(t.shape == first.shape for t in tensors):
+        return torch.zeros(
+            (len(tensors), *first.shape), dtype=first.dtype, device=first.device
+        ).unbind(0)
+    return tuple(torch.zeros_like(t) for t in tensors)
 
 
 class StudentBatchNorm(nn.Module):
@@ -320,6 +375,7 @@ class BatchedMLP(nn.Module):
         self.batch_norm = batch_norm
         self.dropout = nn.Dropout(dropout)
         self.output_dim = hidden_units[-1]
+        self._views = None  # _training_views' cache: (its key, the views)
         self.reset_parameters()
 
     @classmethod
@@ -359,18 +415,36 @@ class BatchedMLP(nn.Module):
         """forward() in training mode with ReLU and batch norm: _TrainingTowers, then the
         running statistics of every norm at once."""
         p, n = self.dropout.p, len(self.weights)
-        drops = None
+        dropout = None
         if p > 0:  # one draw for every layer, outside the Function (torch.compile traces it)
             units = [self.num_students * w.shape[2] for w in self.weights]
-            drops = dropout_masks(units, x.shape[1], p, x.device)
+            dropout = (_constant(0.0, x.device), dropout_bounds(units, x.shape[1], p, x.device))
         norms = list(self.norms)
         logits, hidden, *stats = _TrainingTowers.apply(
-            x, 1 - p, norms[0].eps, drops, n,
+            x, 1 - p, norms[0].eps, dropout, self._training_views(), n,
             *self.weights, *self.biases, *(m.weight for m in norms), *(m.bias for m in norms),
             self.head_weight, self.head_bias,
         )  # fmt: skip
         StudentBatchNorm.track_all(norms, stats[::2], stats[1::2], list(self.biases), x.shape[1])
-        return logits, hidden.transpose(1, 2)  # (K, B), (K, B, H)
+        return logits, hidden  # (K, B), (K, B, H)
+
+    def _training_views(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Views of the parameters in the layouts _TrainingTowers reads: each weight transposed
+        (K, H, D), each norm's weight then bias flat (K x H,). Kept between steps (views follow
+        the optimizer's in-place updates) while the parameters keep their tensors and storage,
+        so a step makes none; made afresh under torch.compile."""
+        norms = list(self.norms)
+        sources = [*self.weights, *(m.weight for m in norms), *(m.bias for m in norms)]
+        compiling = torch.compiler.is_compiling()
+        key = None if compiling else [(id(t), t.data_ptr(), t.shape) for t in sources]
+        if compiling or self._views is None or self._views[0] != key:
+            with torch.no_grad():
+                transposed = [w.transpose(1, 2) for w in self.weights]
+                affine = [t.view(-1) for t in sources[len(self.weights) :]]
+            if compiling:
+                return transposed, affine
+            self._views = (key, (transposed, affine))
+        return self._views[1]
 
     def _inference_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """forward() in eval mode without autograd, with each batch norm folded into its layer:
