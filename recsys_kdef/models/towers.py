@@ -106,21 +106,25 @@ class _TrainingTowers(torch.autograd.Function):
     torch's native batch norm normalises every student's units over the batch in one pass each
     way (statistics included) instead of the ~8 passes and ~25 ops of a composed norm; each
     layer is one bmm (W^T h) each way and its weight gradient one more. The dropout scale
-    1 / keep is folded into the norm's affine map (ReLU is positively homogeneous), and the
+    1 / keep is folded into the norm's affine map (ReLU is positively homogeneous), ReLU and
+    dropout are one clamp (upper bound 0 where a unit is dropped, +inf where kept), and the
     backward reads the ReLU and dropout mask from the output (y > 0 exactly where both let the
     unit through). The layer bias before the norm cancels in the batch statistics: its gradient
-    is exactly zero. Under torch.autocast (bf16) the matmuls run in its dtype (their operands
-    cast here, the backward's too), and the activations between layers are stored in it as
-    well, as autocast leaves a matmul's output: half the bytes of every elementwise pass. The
-    norms' statistics and affine parameters stay float32 (the native kernel accumulates in
-    float32); the logits are returned as float32, the last hidden layer as it is stored.
+    is exactly zero. Given `running` (each norm's flat running mean and variance, and a weight),
+    the norm kernels move the running statistics themselves. Under torch.autocast (bf16) the
+    matmuls run in its dtype (their operands cast here, the backward's too), and the
+    activations between layers are stored in it as well, as autocast leaves a matmul's output:
+    half the bytes of every elementwise pass. The norms' statistics and affine parameters stay
+    float32 (the native kernel accumulates in float32); the logits are returned as float32,
+    the last hidden layer as it is stored.
 
-    Returns logits (K, B), the last hidden layer (K, H, B) and each norm's batch mean and
-    1 / std (K x H,), which the caller folds into the running statistics.
+    Returns logits (K, B), the last hidden layer (K, B, H) (a view, which the head reads too)
+    and each norm's batch mean and 1 / std (K x H,), which the caller folds into the running
+    statistics where the kernels did not.
     """
 
     @staticmethod
-    def forward(ctx, x, keep: float, eps: float, dropout, views, n_layers: int, *params):
+    def forward(ctx, x, keep: float, eps: float, dropout, views, running, n_layers: int, *params):
         weights = params[:n_layers]  # then the biases before the norms (zero gradient)
         head_w, head_b = params[4 * n_layers :]
         mm = _autocast_dtype(x.device)
@@ -133,20 +137,26 @@ class _TrainingTowers(torch.autograd.Function):
             affine = torch._foreach_div(affine, keep)
         norm_w, norm_b = affine[:n_layers], affine[n_layers:]
         lower, bounds = dropout if dropout is not None else (None, [None] * n_layers)
+        # each norm's running mean and variance (K x H,) and the weight the kernel moves them by
+        means, variances, momentum = running or ([None] * n_layers, [None] * n_layers, 0.0)
         num = weights[0].shape[0]
         with torch.autocast(x.device.type, enabled=False):
             h = cast(x).transpose(1, 2)  # (K_in, D, B)
             if h.shape[0] != num:  # a shared input: every student reads it
                 h = h.expand(num, -1, -1)
             layer_in, matmul_w, pre_norm, outs, stats = [], [], [], [], []
-            for w, w_t, g, b, bound in zip(weights, transposed, norm_w, norm_b, bounds):
+            for w, w_t, g, b, bound, r_mean, r_var in zip(
+                weights, transposed, norm_w, norm_b, bounds, means, variances
+            ):
                 if mm is not None:
                     w = cast(w)
                     w_t = w.transpose(1, 2)
                 z = torch.bmm(w_t, h)  # (K, H, B)
                 k, units, batch = z.shape
                 z = z.view(1, k * units, batch)
-                y, mean, invstd = torch.native_batch_norm(z, g, b, None, None, True, 0.0, eps)
+                y, mean, invstd = torch.native_batch_norm(
+                    z, g, b, r_mean, r_var, True, momentum, eps
+                )
                 if bound is None:
                     y = y.relu_() if inplace else y.relu()
                 else:  # ReLU and dropout (drawn outside, so torch.compile can trace this)
@@ -219,6 +229,7 @@ class _TrainingTowers(torch.autograd.Function):
         zeros = _zeros_like(grad_g)  # the biases before the norms
         return (
             grad_x,
+            None,
             None,
             None,
             None,
@@ -376,6 +387,7 @@ class BatchedMLP(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.output_dim = hidden_units[-1]
         self._views = None  # _training_views' cache: (its key, the views)
+        self._tracked = None  # _running_weight's: (the counters' key, their common value)
         self.reset_parameters()
 
     @classmethod
@@ -413,37 +425,87 @@ class BatchedMLP(nn.Module):
 
     def _training_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """forward() in training mode with ReLU and batch norm: _TrainingTowers, then the
-        running statistics of every norm at once."""
-        p, n = self.dropout.p, len(self.weights)
+        running statistics of every norm: moved by the norm kernels themselves where the host
+        knows this step's weight (_running_weight), else by StudentBatchNorm.track_all."""
+        p, n, batch = self.dropout.p, len(self.weights), x.shape[1]
         dropout = None
         if p > 0:  # one draw for every layer, outside the Function (torch.compile traces it)
             units = [self.num_students * w.shape[2] for w in self.weights]
-            dropout = (_constant(0.0, x.device), dropout_bounds(units, x.shape[1], p, x.device))
+            dropout = (_constant(0.0, x.device), dropout_bounds(units, batch, p, x.device))
         norms = list(self.norms)
+        transposed, affine, means, variances = self._training_views()
+        weight = self._running_weight(batch)
+        running = None if weight is None else (means, variances, weight)
         logits, hidden, *stats = _TrainingTowers.apply(
-            x, 1 - p, norms[0].eps, dropout, self._training_views(), n,
+            x, 1 - p, norms[0].eps, dropout, (transposed, affine), running, n,
             *self.weights, *self.biases, *(m.weight for m in norms), *(m.bias for m in norms),
             self.head_weight, self.head_bias,
         )  # fmt: skip
-        StudentBatchNorm.track_all(norms, stats[::2], stats[1::2], list(self.biases), x.shape[1])
+        if weight is None:
+            StudentBatchNorm.track_all(norms, stats[::2], stats[1::2], list(self.biases), batch)
+        else:  # the kernels moved the means of x; those of x + the bias before the norm:
+            with torch.no_grad():
+                counters = [m.num_batches_tracked for m in norms]
+                torch._foreach_add_(counters, 1)
+                torch._foreach_add_(
+                    [m.running_mean for m in norms], list(self.biases), alpha=weight
+                )
+            self._tracked = (self._counters_key(), self._tracked[1] + 1)
         return logits, hidden  # (K, B), (K, B, H)
 
-    def _training_views(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Views of the parameters in the layouts _TrainingTowers reads: each weight transposed
-        (K, H, D), each norm's weight then bias flat (K x H,). Kept between steps (views follow
-        the optimizer's in-place updates) while the parameters keep their tensors and storage,
-        so a step makes none; made afresh under torch.compile."""
+    def _counters_key(self) -> list[tuple[int, int, int]]:
+        """What tells whether the norms' step counters changed outside _training_forward."""
+        counters = [m.num_batches_tracked for m in self.norms]
+        return [(id(c), c.data_ptr(), c._version) for c in counters]
+
+    def _running_weight(self, batch: int) -> float | None:
+        """The weight by which this step moves every norm's running statistics, max(momentum,
+        1 / t) for the t-th batch (momentum without debias), where the host knows t: the
+        norms' counters, read once (a host sync) and then followed on the host while only
+        this module changes them. None under torch.compile, for a batch of one, and where
+        the students' counters differ (track_all then uses each student's)."""
+        if torch.compiler.is_compiling() or batch < 2:
+            return None
+        key = self._counters_key()
+        if self._tracked is None or self._tracked[0] != key:
+            counts = {v for m in self.norms for v in m.num_batches_tracked.flatten().tolist()}
+            self._tracked = (key, counts.pop() if len(counts) == 1 else None)
+        steps = self._tracked[1]
+        if steps is None:
+            return None
+        first = self.norms[0]
+        return max(first.momentum, 1 / (steps + 1)) if first.debias else first.momentum
+
+    def _training_views(self) -> tuple[list[torch.Tensor], ...]:
+        """Views of the parameters and statistics in the layouts _TrainingTowers reads: each
+        weight transposed (K, H, D); flat (K x H,) each norm's weight then bias, its running
+        means and its running variances. Kept between steps (views follow in-place updates)
+        while the tensors and their storage stay, so a step makes none; made afresh under
+        torch.compile."""
         norms = list(self.norms)
-        sources = [*self.weights, *(m.weight for m in norms), *(m.bias for m in norms)]
+        sources = [
+            *(m.weight for m in norms),
+            *(m.bias for m in norms),
+            *(m.running_mean for m in norms),
+            *(m.running_var for m in norms),
+        ]
         compiling = torch.compiler.is_compiling()
-        key = None if compiling else [(id(t), t.data_ptr(), t.shape) for t in sources]
+        key = None
+        if not compiling:
+            key = [(id(t), t.data_ptr(), t.shape) for t in [*self.weights, *sources]]
         if compiling or self._views is None or self._views[0] != key:
+            n = len(norms)
             with torch.no_grad():
-                transposed = [w.transpose(1, 2) for w in self.weights]
-                affine = [t.view(-1) for t in sources[len(self.weights) :]]
+                flat = [t.view(-1) for t in sources]
+                views = (
+                    [w.transpose(1, 2) for w in self.weights],
+                    flat[: 2 * n],
+                    flat[2 * n : 3 * n],
+                    flat[3 * n :],
+                )
             if compiling:
-                return transposed, affine
-            self._views = (key, (transposed, affine))
+                return views
+            self._views = (key, views)
         return self._views[1]
 
     def _inference_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

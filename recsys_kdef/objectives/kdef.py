@@ -10,7 +10,7 @@ With p_k = sigmoid(logit_k), teacher y_t = sigmoid(mean_k logit_k) (mean of LOGI
     L = mean_k ctr_k + KD term + DML term
 C is the consistency loss (MSE in the paper's main results). All K students and all
 K x K pairs are computed at once with tensor ops, and the gradient in closed form
-(_KDEFLoss): ~55 ops a step where autograd through the formulas took ~120.
+(_KDEFLoss): ~45 ops a step where autograd through the formulas took ~120.
 
 Variants (the paper's Table V / Fig. 10): `only_kd`, `only_dml`, `no_exam` (lambda = mu = 1);
 "without all" is the `mean` objective. C can be mse, huber, kl or bce.
