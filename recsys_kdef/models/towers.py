@@ -58,26 +58,33 @@ def dropout_masks(
 
 
 def dropout_bounds(
-    units: list[int], batch: int, p: float, device: torch.device
+    units: list[int],
+    batch: int,
+    p: float,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
 ) -> list[torch.Tensor]:
-    """dropout_masks' draw as upper bounds of a clamp: 0 where a unit is dropped, +inf where it
-    is kept, so that clamp(y, 0, bound) is ReLU and dropout in one pass."""
+    """dropout_masks' draw as upper bounds of a clamp, in `dtype` (the activations'): 0 where a
+    unit is dropped, +inf where it is kept, so that clamp(y, 0, bound) is ReLU and dropout in
+    one pass."""
     drops = _drops(units, batch, p, device)
-    zero, inf = _constant(0.0, device), _constant(math.inf, device)
+    zero, inf = _constant(0.0, device, dtype), _constant(math.inf, device, dtype)
     return _split(torch.where(drops, zero, inf), units)
 
 
-_CONSTANTS: dict[tuple[float, torch.device], torch.Tensor] = {}
+_CONSTANTS: dict[tuple[float, torch.device, torch.dtype], torch.Tensor] = {}
 
 
-def _constant(value: float, device: torch.device) -> torch.Tensor:
-    """A 0-dim float `value` on `device`, made once (no op a step); made afresh under
-    torch.compile, whose traced tensors must not be kept."""
+def _constant(
+    value: float, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """A 0-dim `value` on `device`, made once (no op a step); made afresh under torch.compile,
+    whose traced tensors must not be kept."""
     if torch.compiler.is_compiling():
-        return torch.full((), value, device=device)
-    t = _CONSTANTS.get((value, device))
+        return torch.full((), value, device=device, dtype=dtype)
+    t = _CONSTANTS.get((value, device, dtype))
     if t is None:
-        t = _CONSTANTS[(value, device)] = torch.full((), value, device=device)
+        t = _CONSTANTS[(value, device, dtype)] = torch.full((), value, device=device, dtype=dtype)
     return t
 
 
@@ -431,7 +438,9 @@ class BatchedMLP(nn.Module):
         dropout = None
         if p > 0:  # one draw for every layer, outside the Function (torch.compile traces it)
             units = [self.num_students * w.shape[2] for w in self.weights]
-            dropout = (_constant(0.0, x.device), dropout_bounds(units, batch, p, x.device))
+            act = _autocast_dtype(x.device) or x.dtype  # the activations' dtype
+            bounds = dropout_bounds(units, batch, p, x.device, act)
+            dropout = (_constant(0.0, x.device, act), bounds)
         norms = list(self.norms)
         transposed, affine, means, variances = self._training_views()
         weight = self._running_weight(batch)
