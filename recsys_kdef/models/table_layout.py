@@ -90,11 +90,12 @@ class GroupSplit(nn.Module):
     def forward(self, emb: torch.Tensor) -> list[torch.Tensor]:
         batch, f = emb.shape[0], self.num_features
         if self.stacked:
+            if len(self._slices) == 1:  # one group: one view, (B, Nf, n, D)
+                _, n, d = self._slices[0]
+                return [emb.view(batch, f, n, d).permute(2, 0, 1, 3)]
             blocks = emb.view(batch, f, self.width)  # (B, Nf, sum_k D_k)
             return [
-                (blocks if n * d == self.width else blocks[:, :, s : s + n * d])
-                .unflatten(2, (n, d))
-                .permute(2, 0, 1, 3)
+                blocks[:, :, s : s + n * d].unflatten(2, (n, d)).permute(2, 0, 1, 3)
                 for s, n, d in self._slices
             ]  # each (n, B, Nf, D)
         return [

@@ -25,23 +25,67 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def dropout_masks(
-    units: list[int], batch: int, p: float, device: torch.device
-) -> list[torch.Tensor]:
-    """Units to drop in (1, n, batch) tensors for each n of `units`, from one draw for all:
-    True with probability p rounded to a multiple of 2^-16; 64 random bits per four units
-    (full-range int64 draws seen as int16), 4x cheaper than one draw per unit on CPU. Under
-    torch.compile, one int16 draw per unit (dynamo cannot trace random_)."""
+def _drops(units: list[int], batch: int, p: float, device: torch.device) -> torch.Tensor:
+    """Units to drop, (1, sum(units), batch), True with probability p rounded to a multiple of
+    2^-16; 64 random bits per four units (full-range int64 draws seen as int16), 4x cheaper
+    than one draw per unit on CPU. Under torch.compile, one int16 draw per unit (dynamo cannot
+    trace random_)."""
     threshold = min(round(p * (1 << 16)), (1 << 16) - 1) - (1 << 15)  # int16 draws below it
-    n = sum(units) * batch
+    total = sum(units)
+    n = total * batch
     if torch.compiler.is_compiling():
         draws = torch.randint(-(1 << 15), 1 << 15, (n,), dtype=torch.int16, device=device)
+    elif batch % 4 == 0:  # the same words, drawn in the mask's shape (no reshape after)
+        words = torch.empty(1, total, batch // 4, dtype=torch.int64, device=device)
+        return words.random_(-(1 << 63), None).view(torch.int16) < threshold
     else:
         words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
         draws = words.random_(-(1 << 63), None).view(torch.int16)
         draws = draws[:n] if n % 4 else draws
-    drop = (draws < threshold).view(1, sum(units), batch)
-    return list(drop.split(units, dim=1)) if len(units) > 1 else [drop]
+    return (draws < threshold).view(1, total, batch)
+
+
+def _split(t: torch.Tensor, units: list[int]) -> list[torch.Tensor]:
+    return list(t.split(units, dim=1)) if len(units) > 1 else [t]
+
+
+def dropout_masks(
+    units: list[int], batch: int, p: float, device: torch.device
+) -> list[torch.Tensor]:
+    """Units to drop in (1, n, batch) tensors for each n of `units`, from one draw for all
+    (_drops)."""
+    return _split(_drops(units, batch, p, device), units)
+
+
+def dropout_bounds(
+    units: list[int],
+    batch: int,
+    p: float,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+) -> list[torch.Tensor]:
+    """dropout_masks' draw as upper bounds of a clamp, in `dtype` (the activations'): 0 where a
+    unit is dropped, +inf where it is kept, so that clamp(y, 0, bound) is ReLU and dropout in
+    one pass."""
+    drops = _drops(units, batch, p, device)
+    zero, inf = _constant(0.0, device, dtype), _constant(math.inf, device, dtype)
+    return _split(torch.where(drops, zero, inf), units)
+
+
+_CONSTANTS: dict[tuple[float, torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def _constant(
+    value: float, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """A 0-dim `value` on `device`, made once (no op a step); made afresh under torch.compile,
+    whose traced tensors must not be kept."""
+    if torch.compiler.is_compiling():
+        return torch.full((), value, device=device, dtype=dtype)
+    t = _CONSTANTS.get((value, device, dtype))
+    if t is None:
+        t = _CONSTANTS[(value, device, dtype)] = torch.full((), value, device=device, dtype=dtype)
+    return t
 
 
 def dropout_mask(shape: tuple[int, ...], p: float, device: torch.device) -> torch.Tensor:
@@ -69,48 +113,61 @@ class _TrainingTowers(torch.autograd.Function):
     torch's native batch norm normalises every student's units over the batch in one pass each
     way (statistics included) instead of the ~8 passes and ~25 ops of a composed norm; each
     layer is one bmm (W^T h) each way and its weight gradient one more. The dropout scale
-    1 / keep is folded into the norm's affine map (ReLU is positively homogeneous), and the
+    1 / keep is folded into the norm's affine map (ReLU is positively homogeneous), ReLU and
+    dropout are one clamp (upper bound 0 where a unit is dropped, +inf where kept), and the
     backward reads the ReLU and dropout mask from the output (y > 0 exactly where both let the
     unit through). The layer bias before the norm cancels in the batch statistics: its gradient
-    is exactly zero. Under torch.autocast (bf16) the matmuls run in its dtype (their operands
-    cast here, the backward's too), and the activations between layers are stored in it as
-    well, as autocast leaves a matmul's output: half the bytes of every elementwise pass. The
-    norms' statistics and affine parameters stay float32 (the native kernel accumulates in
-    float32); the logits are returned as float32, the last hidden layer as it is stored.
+    is exactly zero. Given `running` (each norm's flat running mean and variance, and a weight),
+    the norm kernels move the running statistics themselves. Under torch.autocast (bf16) the
+    matmuls run in its dtype (their operands cast here, the backward's too), and the
+    activations between layers are stored in it as well, as autocast leaves a matmul's output:
+    half the bytes of every elementwise pass. The norms' statistics and affine parameters stay
+    float32 (the native kernel accumulates in float32); the logits are returned as float32,
+    the last hidden layer as it is stored.
 
-    Returns logits (K, B), the last hidden layer (K, H, B) and each norm's batch mean and
-    1 / std (K x H,), which the caller folds into the running statistics.
+    Returns logits (K, B), the last hidden layer (K, B, H) (a view, which the head reads too)
+    and each norm's batch mean and 1 / std (K x H,), which the caller folds into the running
+    statistics where the kernels did not.
     """
 
     @staticmethod
-    def forward(ctx, x, keep: float, eps: float, drops, n_layers: int, *params):
+    def forward(ctx, x, keep: float, eps: float, dropout, views, running, n_layers: int, *params):
         weights = params[:n_layers]  # then the biases before the norms (zero gradient)
-        norm_w, norm_b = params[2 * n_layers : 3 * n_layers], params[3 * n_layers : 4 * n_layers]
         head_w, head_b = params[4 * n_layers :]
         mm = _autocast_dtype(x.device)
         cast = (lambda t: t.to(mm)) if mm is not None else (lambda t: t)
         # in place in eager mode; not under torch.compile, where torch 2.11 then gave wrong
         # input gradients (tests/test_compile.py)
         inplace = not torch.compiler.is_compiling()
-        affine = [t.view(-1) for t in (*norm_w, *norm_b)]  # (K x H,) each, as the norm takes them
+        transposed, affine = views  # each W^T (K, H, D); the norms' (K x H,) weights, biases
         if keep < 1:
             affine = torch._foreach_div(affine, keep)
         norm_w, norm_b = affine[:n_layers], affine[n_layers:]
+        lower, bounds = dropout if dropout is not None else (None, [None] * n_layers)
+        # each norm's running mean and variance (K x H,) and the weight the kernel moves them by
+        means, variances, momentum = running or ([None] * n_layers, [None] * n_layers, 0.0)
         num = weights[0].shape[0]
         with torch.autocast(x.device.type, enabled=False):
             h = cast(x).transpose(1, 2)  # (K_in, D, B)
             if h.shape[0] != num:  # a shared input: every student reads it
                 h = h.expand(num, -1, -1)
             layer_in, matmul_w, pre_norm, outs, stats = [], [], [], [], []
-            for w, g, b, drop in zip(weights, norm_w, norm_b, drops or [None] * n_layers):
-                w = cast(w)
-                z = torch.bmm(w.transpose(1, 2), h)  # (K, H, B)
+            for w, w_t, g, b, bound, r_mean, r_var in zip(
+                weights, transposed, norm_w, norm_b, bounds, means, variances
+            ):
+                if mm is not None:
+                    w = cast(w)
+                    w_t = w.transpose(1, 2)
+                z = torch.bmm(w_t, h)  # (K, H, B)
                 k, units, batch = z.shape
                 z = z.view(1, k * units, batch)
-                y, mean, invstd = torch.native_batch_norm(z, g, b, None, None, True, 0.0, eps)
-                y = y.relu_() if inplace else y.relu()
-                if drop is not None:  # drawn outside, so torch.compile can trace this
-                    y = y.masked_fill_(drop, 0) if inplace else y.masked_fill(drop, 0)
+                y, mean, invstd = torch.native_batch_norm(
+                    z, g, b, r_mean, r_var, True, momentum, eps
+                )
+                if bound is None:
+                    y = y.relu_() if inplace else y.relu()
+                else:  # ReLU and dropout (drawn outside, so torch.compile can trace this)
+                    y = y.clamp_(lower, bound) if inplace else y.clamp(lower, bound)
                 layer_in.append(h)
                 matmul_w.append(w)
                 pre_norm.append(z)
@@ -118,13 +175,14 @@ class _TrainingTowers(torch.autograd.Function):
                 stats += [mean, invstd]
                 h = cast(y).view(k, units, batch)
             head = cast(head_w)
-            logits = torch.baddbmm(cast(head_b), head.transpose(1, 2), h)  # (K, 1, B)
+            hidden = h.transpose(1, 2)  # (K, B, H), what the towers return
+            logits = torch.baddbmm(cast(head_b), hidden, head)  # (K, B, 1)
         ctx.mark_non_differentiable(*stats)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(*layer_in, *matmul_w, *pre_norm, *outs, *norm_w, *stats, head, h)
         ctx.n_layers, ctx.keep, ctx.eps, ctx.mm = n_layers, keep, eps, mm
         ctx.shared = x.shape[0] != num
-        return (_widen(logits.view(num, batch)), h, *stats)
+        return (_widen(logits.view(num, batch)), hidden, *stats)
 
     @staticmethod
     def backward(ctx, g_logits, g_hidden, *_):
@@ -140,11 +198,13 @@ class _TrainingTowers(torch.autograd.Function):
         with torch.autocast(h.device.type, enabled=False):
             if g_logits is None:
                 g_logits = h.new_zeros(k, batch)
-            g = cast(g_logits).view(k, 1, batch)
-            grad_head_w = torch.bmm(h, g.transpose(1, 2))  # (K, H, 1)
-            grad_head_b = g.sum(dim=2, keepdim=True)  # (K, 1, 1)
-            gy = torch.bmm(head, g).to(outs[-1].dtype)  # (K, H, B)
+            g = cast(g_logits)
+            g_col = g.view(k, batch, 1)
+            grad_head_w = torch.bmm(h, g_col)  # (K, H, 1)
+            grad_head_b = g_col.sum(dim=1, keepdim=True)  # (K, 1, 1)
+            gy = torch.bmm(head, g.view(k, 1, batch)).to(outs[-1].dtype)  # (K, H, B)
             if g_hidden is not None:
+                g_hidden = g_hidden.transpose(1, 2)
                 gy = gy.add_(g_hidden) if inplace else gy + g_hidden
             grad_w, grad_g, grad_b = [], [], []
             for i in reversed(range(n)):
@@ -172,20 +232,33 @@ class _TrainingTowers(torch.autograd.Function):
             grad_x = None
             if ctx.needs_input_grad[0]:
                 grad_x = (gy.sum(dim=0, keepdim=True) if ctx.shared else gy).transpose(1, 2)
-        zeros = [torch.zeros_like(g) for g in grad_g[::-1]]
+        grad_g, grad_b = grad_g[::-1], grad_b[::-1]
+        zeros = _zeros_like(grad_g)  # the biases before the norms
         return (
             grad_x,
             None,
             None,
             None,
             None,
+            None,
+            None,
             *grad_w[::-1],
             *zeros,
-            *grad_g[::-1],
-            *grad_b[::-1],
+            *grad_g,
+            *grad_b,
             grad_head_w,
             grad_head_b,
         )
+
+
+def _zeros_like(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Zeros shaped like each of `tensors`: one allocation when their shapes are equal."""
+    first = tensors[0]
+    if all(t.shape == first.shape for t in tensors):
+        return torch.zeros(
+            (len(tensors), *first.shape), dtype=first.dtype, device=first.device
+        ).unbind(0)
+    return tuple(torch.zeros_like(t) for t in tensors)
 
 
 class StudentBatchNorm(nn.Module):
@@ -320,6 +393,8 @@ class BatchedMLP(nn.Module):
         self.batch_norm = batch_norm
         self.dropout = nn.Dropout(dropout)
         self.output_dim = hidden_units[-1]
+        self._views = None  # _training_views' cache: (its key, the views)
+        self._tracked = None  # _running_weight's: (the counters' key, their common value)
         self.reset_parameters()
 
     @classmethod
@@ -357,20 +432,90 @@ class BatchedMLP(nn.Module):
 
     def _training_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """forward() in training mode with ReLU and batch norm: _TrainingTowers, then the
-        running statistics of every norm at once."""
-        p, n = self.dropout.p, len(self.weights)
-        drops = None
+        running statistics of every norm: moved by the norm kernels themselves where the host
+        knows this step's weight (_running_weight), else by StudentBatchNorm.track_all."""
+        p, n, batch = self.dropout.p, len(self.weights), x.shape[1]
+        dropout = None
         if p > 0:  # one draw for every layer, outside the Function (torch.compile traces it)
             units = [self.num_students * w.shape[2] for w in self.weights]
-            drops = dropout_masks(units, x.shape[1], p, x.device)
+            act = _autocast_dtype(x.device) or x.dtype  # the activations' dtype
+            bounds = dropout_bounds(units, batch, p, x.device, act)
+            dropout = (_constant(0.0, x.device, act), bounds)
         norms = list(self.norms)
+        transposed, affine, means, variances = self._training_views()
+        weight = self._running_weight(batch)
+        running = None if weight is None else (means, variances, weight)
         logits, hidden, *stats = _TrainingTowers.apply(
-            x, 1 - p, norms[0].eps, drops, n,
+            x, 1 - p, norms[0].eps, dropout, (transposed, affine), running, n,
             *self.weights, *self.biases, *(m.weight for m in norms), *(m.bias for m in norms),
             self.head_weight, self.head_bias,
         )  # fmt: skip
-        StudentBatchNorm.track_all(norms, stats[::2], stats[1::2], list(self.biases), x.shape[1])
-        return logits, hidden.transpose(1, 2)  # (K, B), (K, B, H)
+        if weight is None:
+            StudentBatchNorm.track_all(norms, stats[::2], stats[1::2], list(self.biases), batch)
+        else:  # the kernels moved the means of x; those of x + the bias before the norm:
+            with torch.no_grad():
+                counters = [m.num_batches_tracked for m in norms]
+                torch._foreach_add_(counters, 1)
+                torch._foreach_add_(
+                    [m.running_mean for m in norms], list(self.biases), alpha=weight
+                )
+            self._tracked = (self._counters_key(), self._tracked[1] + 1)
+        return logits, hidden  # (K, B), (K, B, H)
+
+    def _counters_key(self) -> list[tuple[int, int, int]]:
+        """What tells whether the norms' step counters changed outside _training_forward."""
+        counters = [m.num_batches_tracked for m in self.norms]
+        return [(id(c), c.data_ptr(), c._version) for c in counters]
+
+    def _running_weight(self, batch: int) -> float | None:
+        """The weight by which this step moves every norm's running statistics, max(momentum,
+        1 / t) for the t-th batch (momentum without debias), where the host knows t: the
+        norms' counters, read once (a host sync) and then followed on the host while only
+        this module changes them. None under torch.compile, for a batch of one, and where
+        the students' counters differ (track_all then uses each student's)."""
+        if torch.compiler.is_compiling() or batch < 2:
+            return None
+        key = self._counters_key()
+        if self._tracked is None or self._tracked[0] != key:
+            counts = {v for m in self.norms for v in m.num_batches_tracked.flatten().tolist()}
+            self._tracked = (key, counts.pop() if len(counts) == 1 else None)
+        steps = self._tracked[1]
+        if steps is None:
+            return None
+        first = self.norms[0]
+        return max(first.momentum, 1 / (steps + 1)) if first.debias else first.momentum
+
+    def _training_views(self) -> tuple[list[torch.Tensor], ...]:
+        """Views of the parameters and statistics in the layouts _TrainingTowers reads: each
+        weight transposed (K, H, D); flat (K x H,) each norm's weight then bias, its running
+        means and its running variances. Kept between steps (views follow in-place updates)
+        while the tensors and their storage stay, so a step makes none; made afresh under
+        torch.compile."""
+        norms = list(self.norms)
+        sources = [
+            *(m.weight for m in norms),
+            *(m.bias for m in norms),
+            *(m.running_mean for m in norms),
+            *(m.running_var for m in norms),
+        ]
+        compiling = torch.compiler.is_compiling()
+        key = None
+        if not compiling:
+            key = [(id(t), t.data_ptr(), t.shape) for t in [*self.weights, *sources]]
+        if compiling or self._views is None or self._views[0] != key:
+            n = len(norms)
+            with torch.no_grad():
+                flat = [t.view(-1) for t in sources]
+                views = (
+                    [w.transpose(1, 2) for w in self.weights],
+                    flat[: 2 * n],
+                    flat[2 * n : 3 * n],
+                    flat[3 * n :],
+                )
+            if compiling:
+                return views
+            self._views = (key, views)
+        return self._views[1]
 
     def _inference_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """forward() in eval mode without autograd, with each batch norm folded into its layer:

@@ -10,7 +10,7 @@ With p_k = sigmoid(logit_k), teacher y_t = sigmoid(mean_k logit_k) (mean of LOGI
     L = mean_k ctr_k + KD term + DML term
 C is the consistency loss (MSE in the paper's main results). All K students and all
 K x K pairs are computed at once with tensor ops, and the gradient in closed form
-(_KDEFLoss): ~55 ops a step where autograd through the formulas took ~120.
+(_KDEFLoss): ~45 ops a step where autograd through the formulas took ~120.
 
 Variants (the paper's Table V / Fig. 10): `only_kd`, `only_dml`, `no_exam` (lambda = mu = 1);
 "without all" is the `mean` objective. C can be mse, huber, kl or bce.
@@ -36,6 +36,20 @@ from recsys_kdef.models.outputs import EnsembleOutput
 from recsys_kdef.objectives.base import ObjectiveOutput
 
 Variant = Literal["full", "only_kd", "only_dml", "no_exam"]
+
+
+_EYES: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def _eye(k: int, device: torch.device) -> torch.Tensor:
+    """The (k, k) boolean identity on `device`, made once (a constant: no op a step); made
+    afresh under torch.compile, whose traced tensors must not be kept."""
+    if torch.compiler.is_compiling():
+        return torch.eye(k, dtype=torch.bool, device=device)
+    eye = _EYES.get((k, device))
+    if eye is None:
+        eye = _EYES[(k, device)] = torch.eye(k, dtype=torch.bool, device=device)
+    return eye
 
 
 def _entropy(q: torch.Tensor) -> torch.Tensor:
@@ -140,28 +154,31 @@ class _KDEFLoss(torch.autograd.Function):
             # the loss must not be the (non-differentiable) ctr part itself
             loss = ctr if kd or dml else ctr.clone()
             kd_term = dml_term = lam = mu = None
-            t = per_kd = pair = rows = None
+            t = per_kd = kd_dot = weighted = rows = None
             if kd:
-                t = torch.sigmoid(zq.mean(dim=1)).unsqueeze(1)  # (B, 1) the teacher
+                t = torch.sigmoid(zq.mean(dim=1, keepdim=True))  # (B, 1) the teacher
                 per_kd = cons.value(zq, q, t).mean(dim=0)  # (K,)
                 if examined:
                     lam = torch.softmax(_scaled(miss, inv_t), dim=0)  # softmin(S / T)
-                    kd_term = _scaled(torch.dot(lam, per_kd), a)
+                    kd_dot = torch.dot(lam, per_kd)  # the backward's lambda . kd too
+                    kd_term = _scaled(kd_dot, a)
                 else:
                     lam, kd_term = torch.ones_like(per_kd), _scaled(per_kd.sum(), a)
                 loss = loss + kd_term
             if dml:
                 pair = cons.pairs(zq, q)  # (K, K)
-                eye = torch.eye(k, dtype=torch.bool, device=z.device)
+                eye = _eye(k, z.device)
                 if examined:  # S_l - S_k = miss_k - miss_l
                     gap = _scaled(miss.unsqueeze(1) - miss, inv_t)
                     mu = torch.softmax(gap.masked_fill(eye, float("-inf")), 1)
                 else:
                     mu = (~eye).to(z.dtype)
-                rows = (mu * pair).sum(dim=1)
+                weighted = mu * pair  # (K, K) mu_kl pair_kl
+                rows = weighted.sum(dim=1)
                 dml_term = _scaled(rows.mean(), b)
                 loss = loss + dml_term
-        ctx.save_for_backward(p, q if tau != 1.0 else None, d, t, lam, per_kd, mu, pair, rows)
+        saved = (p, q if tau != 1.0 else None, d, t, lam, per_kd, kd_dot, mu, weighted, rows)
+        ctx.save_for_backward(*saved)
         ctx.cons, ctx.exam_grad, ctx.examined = cons, exam_grad and (kd or dml), examined
         ctx.knobs = knobs
         ctx.set_materialize_grads(False)  # the parts get no gradient: no zeros for them
@@ -171,7 +188,7 @@ class _KDEFLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g, *_):
-        p, q, d, t, lam, per_kd, mu, pair, rows = ctx.saved_tensors
+        p, q, d, t, lam, per_kd, kd_dot, mu, weighted, rows = ctx.saved_tensors
         cons, knobs = ctx.cons, ctx.knobs
         tau = knobs.temperature
         q = p if q is None else q
@@ -179,25 +196,27 @@ class _KDEFLoss(torch.autograd.Function):
         wk, wd = knobs.kd_weight, knobs.dml_weight
         with torch.autocast(p.device.type, enabled=False):
             # the consistency terms' pull: C' (q c - target), c_k = wk lambda_k + wd m_k / K
-            target, c = None, None
+            target, c, mu_t = None, None, None if mu is None else mu.t()
             if t is not None:
                 target, c = t * _scaled(lam, wk), _scaled(lam, wk)
             if mu is not None:
                 m = wd * (1 if ctx.examined else k - 1)  # wd sum_l mu_kl
                 c = m / k if c is None else c + m / k
                 target = (
-                    (q @ mu.t()) * (wd / k)
+                    (q @ mu_t) * (wd / k)
                     if target is None
-                    else torch.addmm(target, q, mu.t(), alpha=wd / k)
+                    else torch.addmm(target, q, mu_t, alpha=wd / k)
                 )
             s = None
             if ctx.exam_grad:  # dL/dmiss, times T
                 tt = tau * tau
                 if lam is not None:
-                    s = _scaled(lam * (per_kd - torch.dot(lam, per_kd)), wk * tt)
+                    dot = torch.dot(lam, per_kd) if kd_dot is None else kd_dot
+                    s = _scaled(lam * (per_kd - dot), wk * tt)
                 if mu is not None:
-                    r = (mu * (pair - rows.unsqueeze(1))).sum(dim=0)
+                    # r_l = sum_k mu_kl (pair_kl - rows_k) = colsum(mu * pair) - (mu^T rows)_l
                     alpha = wd * tt / k
+                    r = torch.addmv(weighted.sum(dim=0), mu_t, rows, alpha=-1)
                     s = r * -alpha if s is None else torch.sub(s, r, alpha=alpha)
                 s = _scaled(s, 1.0 / knobs.exam_temperature)
             fused = tau == 1.0  # the exam's p (1 - p) is the consistency's q (1 - q)

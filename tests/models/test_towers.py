@@ -243,8 +243,46 @@ def test_under_a_bf16_autocast_the_activations_are_stored_in_bf16():
     with _Dtypes() as d, torch.autocast("cpu", dtype=torch.bfloat16):
         logits, hidden = towers(x)
         (logits.sum() + hidden.sum()).backward()
-    for op in ("native_batch_norm", "relu_", "masked_fill_", "threshold_backward"):
+    for op in ("native_batch_norm", "clamp_", "threshold_backward"):  # clamp_: ReLU and dropout
         assert d.seen[op] == {torch.bfloat16}, (op, d.seen[op])
     assert d.seen["native_batch_norm_backward"] == {torch.bfloat16}  # its input gradient
     assert logits.dtype == torch.float32 and hidden.dtype == torch.bfloat16
     assert all(p.grad.dtype == torch.float32 for p in towers.parameters())
+
+
+def test_running_statistics_over_many_steps_and_a_reload_equal_the_composition():
+    """The norm kernels move the running statistics by a weight the host follows: over the
+    debiased steps (1, 1/2, ...) and the momentum after them, after a state dict is loaded
+    (counters changed outside the towers) and with students counted apart, the buffers equal
+    those of StudentBatchNorm's own tracking (to float32's rounding of the weight, which the
+    kernels take as a float)."""
+    torch.manual_seed(4)
+    fused = BatchedMLP(3, 10, [8, 6], dropout=0.2).double()
+    with torch.no_grad():
+        for b in fused.biases:
+            b.normal_()
+    composed = copy.deepcopy(fused)
+
+    def steps(n: int) -> None:
+        for _ in range(n):
+            x = torch.randn(3, 32, 10, dtype=torch.float64) * 2 + 1
+            for forward in (fused.forward, partial(composed_forward, composed)):
+                torch.manual_seed(5)
+                forward(x)
+        for name, buffer in fused.named_buffers():
+            torch.testing.assert_close(
+                buffer, dict(composed.named_buffers())[name], rtol=1e-7, atol=1e-8, msg=name
+            )
+
+    steps(14)  # past 1 / momentum
+    state = copy.deepcopy(composed.state_dict())
+    for m in state:
+        if m.endswith("num_batches_tracked"):
+            state[m] = torch.full_like(state[m], 2)  # a checkpoint of step 2: debiased again
+    fused.load_state_dict(state)
+    composed.load_state_dict(state)
+    steps(3)
+    for towers in (fused, composed):
+        towers.norms[0].num_batches_tracked[1] += 5  # the students counted apart
+    steps(2)
+    assert fused.norms[0].num_batches_tracked.flatten().tolist() == [7, 12, 7]
