@@ -27,6 +27,17 @@ from recsys_kdef.train import run
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def train_quietly(cfg) -> None:
+    """One training run in this process, its INFO logging muted."""
+    logging.disable(logging.INFO)
+    ctx = init_distributed()
+    try:
+        run(cfg, ctx)
+    finally:
+        destroy_distributed()
+        logging.disable(logging.NOTSET)
+
+
 @pytest.fixture(scope="module", params=["per_model", "shared", "stacked"])
 def trained(request, tiny_dataset, tmp_path_factory):
     """A trained 3-student CETNet run: per-model tables (separate, or stacked: one table per
@@ -58,13 +69,7 @@ def trained(request, tiny_dataset, tmp_path_factory):
             str(out),
         ]
     )
-    logging.disable(logging.INFO)
-    ctx = init_distributed()
-    try:
-        run(cfg, ctx)
-    finally:
-        destroy_distributed()
-        logging.disable(logging.NOTSET)
+    train_quietly(cfg)
     return out
 
 
@@ -165,11 +170,5 @@ def test_sequence_students_export_and_score_as_inside_the_ensemble(seq_dataset, 
         + ["--train.epochs", "1", "--train.progress_bar", "false"]
         + ["--train.output_dir", str(out)]
     )
-    logging.disable(logging.INFO)
-    ctx = init_distributed()
-    try:
-        run(cfg, ctx)
-    finally:
-        destroy_distributed()
-        logging.disable(logging.NOTSET)
+    train_quietly(cfg)
     assert_every_student_exports_as_inside(out, seq_dataset, tmp_path)
