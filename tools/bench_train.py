@@ -169,12 +169,14 @@ def zoo_students(hidden: list[int]) -> dict[str, str]:
 
 def sequence_students(hidden: list[int]) -> dict[str, str]:
     """One student of each sequence architecture (FuxiCTR's defaults, DNNs of `hidden` widths;
-    InterFormer its own defaults): each one's step time beside the 1-MLP row (`--seq-len`)."""
+    InterFormer its own defaults, and with one layer): each one's step time beside the 1-MLP
+    row (`--seq-len`)."""
     one = {
         "din": f"{{dnn_hidden_units: {hidden}}}",
         "dien": f"{{dnn_hidden_units: {hidden}}}",
         "dien aux": f"{{dnn_hidden_units: {hidden}, aux_loss_alpha: 0.2}}",
         "interformer": f"{{dnn_hidden_units: {hidden}}}",
+        "interformer 1 layer": f"{{dnn_hidden_units: {hidden}, num_layers: 1}}",
     }
     return {name: f"[{{arch: {name.split()[0]}, params: {p}}}]" for name, p in one.items()}
 
@@ -517,7 +519,7 @@ def main() -> None:
         else:
             r.update(gflops=float("nan"), embedding_mb=float("nan"), roofline_ms=float("nan"))
     header = (
-        f"{'device':<7}{'ensemble':<19}{'K':>3}  {'embeddings':<11}{'layout':<9}{'pipeline':<9}{'compile':<8}{'tables':>7}"
+        f"{'device':<7}{'ensemble':<21}{'K':>3}  {'embeddings':<11}{'layout':<9}{'pipeline':<9}{'compile':<8}{'tables':>7}"
         f"{'batch':>7}"
         f"{'ms/step':>10}"
         f"{'samples/s':>13}{'x K=min':>9}{'cpu ms':>9}{'x':>6}{'faults':>8}{'GFLOP/step':>11}{'x':>6}{'tower GFLOP':>12}{'emb MB':>8}{'roofline ms':>13}"
@@ -526,7 +528,7 @@ def main() -> None:
     print("\n" + header)
     for r in results:
         print(
-            f"{r['device']:<7}{r['ensemble']:<19}{r['students']:>3}  {r['embedding_mode']:<11}{r['table_layout']:<9}"
+            f"{r['device']:<7}{r['ensemble']:<21}{r['students']:>3}  {r['embedding_mode']:<11}{r['table_layout']:<9}"
             f"{'on' if r['pipeline'] else 'off':<9}{'on' if r['compile'] else 'off':<8}{r['tables']:>7}{r['batch_size']:>7}"
             f"{r['ms_per_step']:>10.1f}{r['samples_per_sec']:>13,.0f}{r['step_over_k1']:>9.2f}"
             f"{r['cpu_ms_per_step']:>9.1f}{r['cpu_over_k1']:>6.2f}"
