@@ -6,8 +6,9 @@ loop and with TorchRec's TrainPipelineSparseDist (train.pipeline), in one proces
 and, if present, on the GPU. A step's time is the interval between two steps' losses
 coming back (the median is reported), beside the process CPU time of that interval (what a
 busy machine inflates least). Batches are made in memory, so reading is not measured. Prints
-a table (ms/step, samples/s, step(K)/step(K=min), CPU ms/step and its ratio, and a FLOP/byte
-roofline bound) and writes JSON; arguments it does not know are config overrides.
+a table (ms/step, samples/s, step(K)/step(K=min), CPU ms/step and its ratio, the step's
+counted matmul and attention GFLOP and their ratio, and a FLOP/byte roofline bound) and writes
+JSON; arguments it does not know are config overrides.
 
     python tools/bench_train.py                       # K in {1,4,10} x {per_model, shared}
     python tools/bench_train.py --students 4 --batch-size 10000 --steps 20 --out bench/gpu.json
