@@ -6,8 +6,9 @@ loop and with TorchRec's TrainPipelineSparseDist (train.pipeline), in one proces
 and, if present, on the GPU. A step's time is the interval between two steps' losses
 coming back (the median is reported), beside the process CPU time of that interval (what a
 busy machine inflates least). Batches are made in memory, so reading is not measured. Prints
-a table (ms/step, samples/s, step(K)/step(K=min), CPU ms/step and its ratio, and a FLOP/byte
-roofline bound) and writes JSON; arguments it does not know are config overrides.
+a table (ms/step, samples/s, step(K)/step(K=min), CPU ms/step and its ratio, the step's
+counted matmul and attention GFLOP and their ratio, and a FLOP/byte roofline bound) and writes
+JSON; arguments it does not know are config overrides.
 
     python tools/bench_train.py                       # K in {1,4,10} x {per_model, shared}
     python tools/bench_train.py --students 4 --batch-size 10000 --steps 20 --out bench/gpu.json
@@ -57,7 +58,7 @@ from recsys_kdef.distributed.library_warnings import quiet_library_warnings
 from recsys_kdef.distributed.optimizers import build_optimizer
 from recsys_kdef.distributed.process import DistContext, destroy_distributed, init_distributed
 from recsys_kdef.distributed.sharding import shard_model
-from recsys_kdef.training.step_counts import OpCounter, OpCounts, ids_looked_up
+from recsys_kdef.training.step_counts import OpCounter, OpCounts, flop_counter, ids_looked_up
 from recsys_kdef.training.trainer import Trainer
 
 # Vocabulary sizes of Criteo_x4 as FuxiCTR encodes it (13 bucketised integer fields, 26 categorical)
@@ -169,12 +170,14 @@ def zoo_students(hidden: list[int]) -> dict[str, str]:
 
 def sequence_students(hidden: list[int]) -> dict[str, str]:
     """One student of each sequence architecture (FuxiCTR's defaults, DNNs of `hidden` widths;
-    InterFormer its own defaults): each one's step time beside the 1-MLP row (`--seq-len`)."""
+    InterFormer its own defaults, and with one layer): each one's step time beside the 1-MLP
+    row (`--seq-len`)."""
     one = {
         "din": f"{{dnn_hidden_units: {hidden}}}",
         "dien": f"{{dnn_hidden_units: {hidden}}}",
         "dien aux": f"{{dnn_hidden_units: {hidden}, aux_loss_alpha: 0.2}}",
         "interformer": f"{{dnn_hidden_units: {hidden}}}",
+        "interformer 1 layer": f"{{dnn_hidden_units: {hidden}, num_layers: 1}}",
     }
     return {name: f"[{{arch: {name.split()[0]}, params: {p}}}]" for name, p in one.items()}
 
@@ -231,7 +234,7 @@ def bench_one(
     total = warmup + args.steps
     stream = (batches[i % len(batches)] for i in range(total))
     losses = (stepped.components["loss"] for stepped in trainer.train_steps(stream))
-    times, cpu_times, counts, faults = time_steps(losses, total, warmup, ctx.device)
+    times, cpu_times, counts, flops, faults = time_steps(losses, total, warmup, ctx.device)
     trainer.nonfinite.check()
     trainer.runner.detach()
     ms = 1000 * float(np.median(times))
@@ -256,6 +259,8 @@ def bench_one(
         "local_parameters": params,
         # device-independent counts of one step (forward, backward, optimizer)
         "ids_per_step": ids,
+        # matmul and attention FLOPs of one step (forward and backward): its own arithmetic
+        "gflop_per_step": flops / 1e9,
         "ops_per_step": counts.total,
         "kernels_per_step": counts.kernels,
         "bytes_written_nonmatmul": counts.bytes_written_nonmatmul,
@@ -266,20 +271,22 @@ def bench_one(
 
 def time_steps(
     losses: Iterator[torch.Tensor], total: int, warmup: int, device: torch.device
-) -> tuple[np.ndarray, np.ndarray, OpCounts, int]:
+) -> tuple[np.ndarray, np.ndarray, OpCounts, int, int]:
     """Run `total` steps (each yields its loss): the wall-clock and the process CPU times of
-    those after `warmup`, the op counts of the last warm-up step, and the page faults over the
-    timed steps. On a shared CPU the CPU time is what other jobs inflate least."""
+    those after `warmup`, the op counts and FLOPs of the last warm-up step, and the page faults
+    over the timed steps. On a shared CPU the CPU time is what other jobs inflate least."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     done, cpu, faults = [], [], []  # times at which each step's result came back, faults by then
-    counts = OpCounts()
+    counts, flops = OpCounts(), 0
     for i in range(total):
         # the last warm-up step is counted (op by op, so it is slower), outside the timed ones
-        counting = OpCounter(device) if i == warmup - 1 else contextlib.nullcontext()
-        with counting as counter:
+        counted = i == warmup - 1
+        counting = OpCounter(device) if counted else contextlib.nullcontext()
+        flopping = flop_counter() if counted else contextlib.nullcontext()
+        with counting as counter, flopping as f:
             loss = next(losses)
-        if counter is not None:
-            counts = counter.counts
+        if counted:
+            counts, flops = counter.counts, f.get_total_flops()
         float(loss)  # what a log line reads; waits for the step
         sync()
         done.append(time.perf_counter())
@@ -288,7 +295,7 @@ def time_steps(
     next(losses, None)  # the generator's end
     times = np.diff(done)[warmup - 1 :]  # step s took done[s] - done[s - 1]
     cpu_times = np.diff(cpu)[warmup - 1 :]
-    return times, cpu_times, counts, faults[-1] - faults[warmup - 1]
+    return times, cpu_times, counts, flops, faults[-1] - faults[warmup - 1]
 
 
 def bench_naive(ctx: DistContext, schema: Schema, k: int, args) -> dict:
@@ -300,7 +307,7 @@ def bench_naive(ctx: DistContext, schema: Schema, k: int, args) -> dict:
     warmup = max(args.warmup, 1)
     total = warmup + args.steps
     losses = (step(batches[i % len(batches)]) for i in range(total))
-    times, cpu_times, counts, faults = time_steps(losses, total, warmup, ctx.device)
+    times, cpu_times, counts, flops, faults = time_steps(losses, total, warmup, ctx.device)
     ms = 1000 * float(np.median(times))
     return {
         "device": ctx.device.type,
@@ -320,6 +327,8 @@ def bench_naive(ctx: DistContext, schema: Schema, k: int, args) -> dict:
         "page_faults_per_step": faults / args.steps,
         "local_parameters": sum(p.numel() for p in model.parameters()),
         "ids_per_step": int(batches[0].sparse.values().numel()),
+        # matmul and attention FLOPs of one step (forward and backward): its own arithmetic
+        "gflop_per_step": flops / 1e9,
         "ops_per_step": counts.total,
         "kernels_per_step": counts.kernels,
         "bytes_written_nonmatmul": counts.bytes_written_nonmatmul,
@@ -504,27 +513,29 @@ def main() -> None:
         first = min(base, key=lambda q: q["students"])
         r["step_over_k1"] = r["ms_per_step"] / first["ms_per_step"]
         r["cpu_over_k1"] = r["cpu_ms_per_step"] / first["cpu_ms_per_step"]
+        r["gflop_over_k1"] = r["gflop_per_step"] / (first["gflop_per_step"] or float("nan"))
         if r["ensemble"].endswith(" mlp"):  # the roofline counts MLP towers' FLOPs
             fields, lookups = len(schema.sparse), len(schema.feature_names)
             r.update(roofline(r, fields, lookups, len(schema.dense), 16, args.hidden))
         else:
             r.update(gflops=float("nan"), embedding_mb=float("nan"), roofline_ms=float("nan"))
     header = (
-        f"{'device':<7}{'ensemble':<19}{'K':>3}  {'embeddings':<11}{'layout':<9}{'pipeline':<9}{'compile':<8}{'tables':>7}"
+        f"{'device':<7}{'ensemble':<21}{'K':>3}  {'embeddings':<11}{'layout':<9}{'pipeline':<9}{'compile':<8}{'tables':>7}"
         f"{'batch':>7}"
         f"{'ms/step':>10}"
-        f"{'samples/s':>13}{'x K=min':>9}{'cpu ms':>9}{'x':>6}{'faults':>8}{'GFLOP':>8}{'emb MB':>8}{'roofline ms':>13}"
+        f"{'samples/s':>13}{'x K=min':>9}{'cpu ms':>9}{'x':>6}{'faults':>8}{'GFLOP/step':>11}{'x':>6}{'tower GFLOP':>12}{'emb MB':>8}{'roofline ms':>13}"
         f"{'ids/step':>10}{'ops/step':>9}{'MB written':>11}{'syncs':>6}"
     )
     print("\n" + header)
     for r in results:
         print(
-            f"{r['device']:<7}{r['ensemble']:<19}{r['students']:>3}  {r['embedding_mode']:<11}{r['table_layout']:<9}"
+            f"{r['device']:<7}{r['ensemble']:<21}{r['students']:>3}  {r['embedding_mode']:<11}{r['table_layout']:<9}"
             f"{'on' if r['pipeline'] else 'off':<9}{'on' if r['compile'] else 'off':<8}{r['tables']:>7}{r['batch_size']:>7}"
             f"{r['ms_per_step']:>10.1f}{r['samples_per_sec']:>13,.0f}{r['step_over_k1']:>9.2f}"
             f"{r['cpu_ms_per_step']:>9.1f}{r['cpu_over_k1']:>6.2f}"
             f"{r['page_faults_per_step']:>8.0f}"
-            f"{r['gflops']:>8.1f}{r['embedding_mb']:>8.1f}{r['roofline_ms']:>13.1f}"
+            f"{r['gflop_per_step']:>11.1f}{r['gflop_over_k1']:>6.2f}"
+            f"{r['gflops']:>12.1f}{r['embedding_mb']:>8.1f}{r['roofline_ms']:>13.1f}"
             f"{r['ids_per_step']:>10,}{r['ops_per_step']:>9}{r['bytes_written_nonmatmul'] / 1e6:>11.1f}"
             f"{r['host_syncs_per_step']:>6}"
         )

@@ -1,5 +1,5 @@
 """Device-independent counts of one training step: aten ops dispatched, bytes the non-matmul
-ops write, and embedding ids looked up. A CPU run tracks them where a GPU is not at hand:
+ops write, matmul and attention FLOPs, and embedding ids looked up. A CPU run tracks them where a GPU is not at hand:
 on a GPU the ops are roughly the kernels launched (host time per step) and the bytes the
 elementwise memory traffic (device time at large batches)."""
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 from torchrec import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
@@ -142,6 +143,29 @@ class OpCounter(TorchDispatchMode):
         if self.device_type == "cpu":  # every read, but not a CPU-to-CPU copy
             return not read_back
         return any(t.device.type == self.device_type for t in inputs)
+
+
+def _cpu_sdpa_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_sdpa_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+def flop_counter() -> FlopCounterMode:
+    """`with flop_counter() as f:` counts the FLOPs of matmuls, convolutions and attention
+    (FlopCounterMode's formulas) as `f.get_total_flops()`; backward included. PyTorch's CPU
+    flash-attention kernel, which FlopCounterMode leaves out, is counted as its GPU kernels are:
+    4 b h Lq Lk d forward, 10 b h Lq Lk d backward (the scores recomputed)."""
+    aten = torch.ops.aten
+    return FlopCounterMode(
+        display=False,
+        custom_mapping={
+            aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops,
+            aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flops,
+        },
+    )
 
 
 def ids_looked_up(module: torch.nn.Module, features: KeyedJaggedTensor) -> int:

@@ -4,7 +4,7 @@ import torch
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys_kdef.training.step_counts import OpCounter, ids_looked_up
+from recsys_kdef.training.step_counts import OpCounter, flop_counter, ids_looked_up
 
 
 def test_ops_and_bytes_of_a_tiny_forward():
@@ -58,3 +58,17 @@ def test_ids_count_each_table_that_reads_a_feature():
         keys=["a", "b"], values=torch.arange(7), lengths=torch.tensor([1, 2, 0, 1, 1, 2])
     )  # a: 3 ids over 3 rows, b: 4 ids
     assert ids_looked_up(ebc, kjt) == 2 * 3 + 4
+
+
+def test_flops_of_linear_layers_and_cpu_attention_forward_and_backward():
+    b, h, lq, lk, d = 3, 2, 5, 7, 4
+    x = torch.randn(b, 6, requires_grad=True)
+    layer = torch.nn.Linear(6, 10)
+    with flop_counter() as linear:
+        layer(x).sum().backward()  # forward, grad of input, grad of weight: 3 x 2 b 6 10
+    assert linear.get_total_flops() == 3 * 2 * b * 6 * 10
+    q, k, v = (torch.randn(b, h, n, d, requires_grad=True) for n in (lq, lk, lk))
+    with flop_counter() as attention:
+        torch.nn.functional.scaled_dot_product_attention(q, k, v).sum().backward()
+    # forward: q k^T and p v; backward: the scores again, then dP, dV, dQ and dK
+    assert attention.get_total_flops() == (2 + 5) * 2 * b * h * lq * lk * d

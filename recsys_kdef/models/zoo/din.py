@@ -55,14 +55,15 @@ class DINAttention(nn.Module):
         """a([e_t, e_j, e_t - e_j, e_t * e_j]) per position, unmasked: (B, D), (B, L, D) -> (B, L).
 
         The first layer W [e_t, e_j, e_t - e_j, e_t * e_j] + b is computed as
-        (W_1 + W_3) e_t + b once per row plus [e_j, e_t * e_j] [W_2 - W_3, W_4]^T per position:
-        the same sum, without the (B, L, 4D) unit (a quarter of the multiply-adds)."""
+        (W_1 + W_3) e_t + b once per row plus e_j (W_2 - W_3 + W_4 diag(e_t))^T per position, a
+        (D, H) matrix per row: the same sum, without the (B, L, 4D) unit or the (B, L, D)
+        products e_t * e_j (a quarter of the multiply-adds)."""
         batch, length, dim = seq.shape
         first, rest = self.mlp.layers[0], self.mlp.layers[1:]
         w_t, w_s, w_d, w_p = first.weight.split(dim, dim=1)  # (H, D) each
         per_row = F.linear(target, w_t + w_d, first.bias).unsqueeze(1)  # (B, 1, H)
-        pair = torch.cat([seq, target.unsqueeze(1) * seq], dim=-1)  # (B, L, 2D)
-        hidden = per_row + pair @ torch.cat([w_s - w_d, w_p], dim=1).t()  # (B, L, H)
+        weight = (w_s - w_d).t() + target.unsqueeze(-1) * w_p.t()  # (B, D, H)
+        hidden = torch.baddbmm(per_row, seq, weight)  # (B, L, H)
         w = self.output_activation(rest(hidden.reshape(batch * length, -1)))
         return w.view(batch, length)
 
@@ -71,7 +72,7 @@ class DINAttention(nn.Module):
         w = self.scores(target, seq) * m  # (B, L)
         if self.use_softmax:
             w = (w - 1e9 * (1 - m)).softmax(dim=-1)
-        return (w.unsqueeze(-1) * seq).sum(dim=1)  # (B, D)
+        return (w.unsqueeze(1) @ seq).squeeze(1)  # (B, D): sum_j w_j e_j
 
 
 class DIN(nn.Module):

@@ -66,17 +66,39 @@ class InterFormerParams:
 def attend(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor, heads: int
 ) -> torch.Tensor:
-    """Multi-head scaled dot-product attention: q (B, Tq, D), k, v (B, Tk, D), key_mask (B, Tk)
-    -> (B, Tq, D); a query with no live key gets zeros.
+    """Multi-head self-attention: q, k, v (B, T, D), key_mask (B, T) -> (B, T, D); a row with
+    no live key gets the mean of its values (its positions are masked: the caller zeroes them).
 
     softmax(q k^T / sqrt(D / h) - 1e9 [key masked]) v per head, by PyTorch's fused kernel: it
-    never holds the (B, h, Tq, Tk) weights, which at 100 positions cost ~4x the time."""
-    b, tq, d = q.shape
-    split = [t.view(b, t.shape[1], heads, d // heads).transpose(1, 2) for t in (q, k, v)]
-    bias = torch.zeros_like(key_mask, dtype=q.dtype).masked_fill(~key_mask, -1e9)  # (B, Tk)
-    out = F.scaled_dot_product_attention(*split, attn_mask=bias[:, None, None, :])  # (B, h, Tq, d)
-    live = key_mask.any(dim=1).to(q.dtype)[:, None, None, None]  # a row with no live key: 0
-    return (out * live).transpose(1, 2).reshape(b, tq, d)
+    never holds the (B, h, T, T) weights, which at 100 positions cost ~3x the time."""
+    b, t, d = q.shape
+    split = [x.view(b, t, heads, d // heads).transpose(1, 2) for x in (q, k, v)]
+    bias = torch.zeros_like(key_mask, dtype=q.dtype).masked_fill(~key_mask, -1e9)  # (B, T)
+    out = F.scaled_dot_product_attention(*split, attn_mask=bias[:, None, None, :])  # (B, h, T, d)
+    return out.transpose(1, 2).reshape(b, t, d)
+
+
+def pool(
+    s: torch.Tensor, mask: torch.Tensor, queries: torch.Tensor, kv: torch.Tensor, heads: int
+) -> torch.Tensor:
+    """PMA: learnt queries (k, D) attend over keys s W_k^T and values s W_v^T (kv = [W_k; W_v],
+    (2D, D)), multi-head, masked: s (B, T, D), mask (B, T) -> (B, k, D), zeros for a row with
+    no live position.
+
+    The same sums in another order: head j's scores are (q_j W_k,j) s^T and its output
+    (weights s) W_v,j^T, so the (B, T, 2D) keys and values are never made (the k queries are
+    few, the positions many)."""
+    b, t, d = s.shape
+    k, dh = queries.shape[0], d // heads
+    w_k, w_v = kv.view(2, heads, dh, d).unbind(0)  # head j's rows of W_k and W_v: (h, dh, D)
+    q = queries.view(k, heads, dh) * dh**-0.5
+    m = torch.einsum("kje,jei->jki", q, w_k).reshape(heads * k, d)  # q_j W_k,j per head, query
+    bias = torch.zeros_like(mask, dtype=s.dtype).masked_fill(~mask, -1e9).unsqueeze(1)
+    scores = torch.baddbmm(bias, m.expand(b, -1, -1), s.transpose(1, 2))  # (B, h k, T)
+    pooled = scores.softmax(dim=-1) @ s  # (B, h k, D)
+    out = torch.einsum("bjki,jei->bkje", pooled.view(b, heads, k, d), w_v)  # (B, k, h, dh)
+    live = mask.any(dim=1).to(s.dtype)[:, None, None, None]
+    return (out * live).reshape(b, k, d)
 
 
 class Gate(nn.Module):
@@ -107,24 +129,24 @@ class CrossArm(nn.Module):
         self, x: torch.Tensor, s: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x_sum = self.x_gate(torch.einsum("mn,bnd->bmd", self.compress, x))  # (B, n_sum, D)
-        parts = [s[:, : self.k_cls]]
+        picked = cls_and_recent(s, mask, self.k_cls, self.k_recent)  # (B, k_cls + k_recent, D)
+        parts = [picked[:, : self.k_cls]]
         if self.pma_query.shape[0]:
-            k, v = self.pma_kv(s).chunk(2, dim=-1)
-            q = self.pma_query.expand(s.shape[0], -1, -1)
-            parts.append(attend(q, k, v, mask, self.heads))  # (B, k_pma, D)
-        if self.k_recent:
-            parts.append(recent(s[:, self.k_cls :], mask[:, self.k_cls :], self.k_recent))
+            parts.append(pool(s, mask, self.pma_query, self.pma_kv.weight, self.heads))
+        parts.append(picked[:, self.k_cls :])
         return x_sum, self.s_gate(torch.cat(parts, dim=1))
 
 
-def recent(s: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
-    """The states of the last k live positions of left-aligned sequences, oldest first:
-    s (B, L, D), mask (B, L) -> (B, k, D), zeros where a row has fewer than k."""
-    length = mask.sum(dim=1, keepdim=True)  # (B, 1)
-    index = length - k + torch.arange(k, device=s.device)  # (B, k)
-    live = (index >= 0).unsqueeze(-1)
-    picked = s.gather(1, index.clamp(min=0).unsqueeze(-1).expand(-1, -1, s.shape[-1]))
-    return picked * live
+def cls_and_recent(s: torch.Tensor, mask: torch.Tensor, k_cls: int, k: int) -> torch.Tensor:
+    """The CLS tokens' states, then those of the last k live positions of left-aligned
+    sequences, oldest first: s (B, k_cls + L, D), mask (B, k_cls + L) -> (B, k_cls + k, D),
+    zeros where a row has fewer than k. One gather (its backward: one scatter into s's grad)."""
+    b, d = s.shape[0], s.shape[-1]
+    length = mask[:, k_cls:].sum(dim=1, keepdim=True)  # (B, 1)
+    last = k_cls + length - k + torch.arange(k, device=s.device)  # (B, k)
+    index = torch.cat([torch.arange(k_cls, device=s.device).expand(b, -1), last], dim=1)
+    live = torch.cat([mask.new_ones(b, k_cls), last >= k_cls], dim=1).unsqueeze(-1)
+    return s.gather(1, index.clamp(min=0).unsqueeze(-1).expand(-1, -1, d)) * live
 
 
 class InteractionArm(nn.Module):
