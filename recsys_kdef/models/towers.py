@@ -447,8 +447,8 @@ class BatchedMLP(nn.Module):
         running = None if weight is None else (means, variances, weight)
         logits, hidden, *stats = _TrainingTowers.apply(
             x, 1 - p, norms[0].eps, dropout, (transposed, affine), running, n,
-            *self.weights, *self.biases, *(m.weight for m in norms), *(m.bias for m in norms),
-            self.head_weight, self.head_bias,
+            *list(self.weights), *list(self.biases), *[m.weight for m in norms],
+            *[m.bias for m in norms], self.head_weight, self.head_bias,
         )  # fmt: skip
         if weight is None:
             StudentBatchNorm.track_all(norms, stats[::2], stats[1::2], list(self.biases), batch)
@@ -492,22 +492,24 @@ class BatchedMLP(nn.Module):
         while the tensors and their storage stay, so a step makes none; made afresh under
         torch.compile."""
         norms = list(self.norms)
+        # lists, not generators, unpacked: torch 2.11's dynamo cannot unpack those
         sources = [
-            *(m.weight for m in norms),
-            *(m.bias for m in norms),
-            *(m.running_mean for m in norms),
-            *(m.running_var for m in norms),
+            *[m.weight for m in norms],
+            *[m.bias for m in norms],
+            *[m.running_mean for m in norms],
+            *[m.running_var for m in norms],
         ]
+        weights = list(self.weights)
         compiling = torch.compiler.is_compiling()
         key = None
         if not compiling:
-            key = [(id(t), t.data_ptr(), t.shape) for t in [*self.weights, *sources]]
+            key = [(id(t), t.data_ptr(), t.shape) for t in [*weights, *sources]]
         if compiling or self._views is None or self._views[0] != key:
             n = len(norms)
             with torch.no_grad():
                 flat = [t.view(-1) for t in sources]
                 views = (
-                    [w.transpose(1, 2) for w in self.weights],
+                    [w.transpose(1, 2) for w in weights],
                     flat[: 2 * n],
                     flat[2 * n : 3 * n],
                     flat[3 * n :],
