@@ -198,7 +198,8 @@ class _KDEFLoss(torch.autograd.Function):
             # the consistency terms' pull: C' (q c - target), c_k = wk lambda_k + wd m_k / K
             target, c, mu_t = None, None, None if mu is None else mu.t()
             if t is not None:
-                target, c = t * _scaled(lam, wk), _scaled(lam, wk)
+                c = _scaled(lam, wk)
+                target = t * c
             if mu is not None:
                 m = wd * (1 if ctx.examined else k - 1)  # wd sum_l mu_kl
                 c = m / k if c is None else c + m / k
@@ -210,9 +211,8 @@ class _KDEFLoss(torch.autograd.Function):
             s = None
             if ctx.exam_grad:  # dL/dmiss, times T
                 tt = tau * tau
-                if lam is not None:
-                    dot = torch.dot(lam, per_kd) if kd_dot is None else kd_dot
-                    s = _scaled(lam * (per_kd - dot), wk * tt)
+                if lam is not None:  # examined, so the forward kept lambda . kd
+                    s = _scaled(lam * (per_kd - kd_dot), wk * tt)
                 if mu is not None:
                     # r_l = sum_k mu_kl (pair_kl - rows_k) = colsum(mu * pair) - (mu^T rows)_l
                     alpha = wd * tt / k
