@@ -92,6 +92,14 @@ def plant(checkpoint: Path, payload: object, sums: bool = True) -> None:
 
 
 @pytest.fixture
+def checkpoint(trained, tmp_path) -> Path:
+    """A copy of the trained run's best checkpoint, for a test to damage."""
+    copy = tmp_path / "best"
+    shutil.copytree(trained / ckpt.CHECKPOINTS / ckpt.BEST, copy)
+    return copy
+
+
+@pytest.fixture
 def evil_run(trained, tmp_path) -> tuple[Path, Path]:
     """A copy of the run whose best and newest step checkpoint carry the payload; the marker."""
     run_dir = tmp_path / "evil"
@@ -104,9 +112,7 @@ def evil_run(trained, tmp_path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("payload", [Payload, DottedPayload])
-def test_the_payload_runs_under_pickle_and_is_refused_by_the_reader(trained, tmp_path, payload):
-    checkpoint = tmp_path / "best"
-    shutil.copytree(trained / ckpt.CHECKPOINTS / ckpt.BEST, checkpoint)
+def test_the_payload_runs_under_pickle_and_is_refused_by_the_reader(checkpoint, tmp_path, payload):
     marker = tmp_path / "PWNED"
     plant(checkpoint, payload(marker))
     pickle.loads((checkpoint / ".metadata").read_bytes())  # the control: plain pickle runs it
@@ -119,9 +125,7 @@ def test_the_payload_runs_under_pickle_and_is_refused_by_the_reader(trained, tmp
     assert not marker.exists()
 
 
-def test_a_planted_metadata_without_new_sums_is_refused_as_damaged(trained, tmp_path):
-    checkpoint = tmp_path / "best"
-    shutil.copytree(trained / ckpt.CHECKPOINTS / ckpt.BEST, checkpoint)
+def test_a_planted_metadata_without_new_sums_is_refused_as_damaged(checkpoint, tmp_path):
     marker = tmp_path / "PWNED"
     plant(checkpoint, Payload(marker), sums=False)
     with pytest.raises(ckpt.CheckpointError, match=r"\.metadata: .* bytes, .*meta.json records"):
@@ -129,9 +133,7 @@ def test_a_planted_metadata_without_new_sums_is_refused_as_damaged(trained, tmp_
     assert not marker.exists()
 
 
-def test_a_whole_file_payload_and_a_non_pickle_are_refused(trained, tmp_path):
-    checkpoint = tmp_path / "best"
-    shutil.copytree(trained / ckpt.CHECKPOINTS / ckpt.BEST, checkpoint)
+def test_a_whole_file_payload_and_a_non_pickle_are_refused(checkpoint, tmp_path):
     marker = tmp_path / "PWNED"
     (checkpoint / ".metadata").write_bytes(pickle.dumps(Payload(marker)))
     with pytest.raises(ckpt.CheckpointError, match=r"posix\.system|os\.system"):
@@ -142,9 +144,7 @@ def test_a_whole_file_payload_and_a_non_pickle_are_refused(trained, tmp_path):
     assert not marker.exists()
 
 
-def test_storage_files_outside_the_checkpoint_are_refused(trained, tmp_path):
-    checkpoint = tmp_path / "best"
-    shutil.copytree(trained / ckpt.CHECKPOINTS / ckpt.BEST, checkpoint)
+def test_storage_files_outside_the_checkpoint_are_refused(checkpoint):
     metadata = safe_dcp.read_metadata(checkpoint)
     (index, info), *_ = metadata.storage_data.items()
     info.relative_path = "../../" + info.relative_path
