@@ -272,3 +272,12 @@ def test_report_is_not_written_when_training_fails(overfit_data, tmp_path):
     assert "lower data.batch_size" in proc.stderr
     assert "Traceback" not in proc.stderr  # a data error is a message for the user, not a crash
     assert not (tmp_path / "out").exists()
+
+
+def test_a_trainer_without_checkpoint_meta_is_refused_before_any_step():
+    """Else the run would fail only at its end, when it reloads its best checkpoint."""
+    cfg = load_config([])
+    with pytest.raises(ValueError, match="config, schema, model_prefix: pass checkpoint_meta"):
+        Trainer(None, None, None, cfg.train, {})
+    with pytest.raises(ValueError, match=r"lacks model_prefix"):
+        Trainer(None, None, None, cfg.train, {"config": {}, "schema": {}})
